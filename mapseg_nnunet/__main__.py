@@ -1,0 +1,5 @@
+import sys
+
+from mapseg_nnunet.cli import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""The MAPSeg network: a constant-width 3D ResNet encoder, a DeepLabV3 (ASPP) segmentation decoder, a light
+MAE reconstruction decoder, and global-local collaboration (GLC).
+
+Layout follows the MAPSeg reference implementation (see README, "Network"):
+
+* encoder: the first op normalises the input with GroupNorm(1, C_in); 8 residual blocks at constant width,
+  block 1 opening with a stride-4, 4x4x4 conv (96^3 -> 24^3); every conv is GroupNorm -> Conv3d(no bias)
+  -> ReLU (pre-activation ordering), the third conv of a block has no ReLU before the residual sum.
+* segmentation decoder: ASPP (1x1, three dilated 3x3x3, image pooling) on the concatenation of local and
+  global latents, Dropout 0.1, then a x4 transposed conv, a 3x3x3 conv and a 1x1 conv to the classes.
+* GLC: the global latent is cropped per sample at the local patch's box, resized trilinearly
+  (align_corners=True) to the local latent size and concatenated with it.
+
+Parameter names are chosen so that nnU-Net's stock ``-pretrained_weights`` transfers exactly the encoder: the
+whole segmentation decoder lives under ``decoder.seg_layers`` (keys containing ``.seg_layers.`` are never
+loaded by nnU-Net), the encoder under ``encoder``.
+"""
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def group_norm(num_channels: int, num_groups: int) -> nn.GroupNorm:
+    """GroupNorm that falls back to a single group when there are fewer channels than groups (so the
+    1-channel input gets GroupNorm(1, 1), as in the reference)."""
+    groups = num_groups if num_channels >= num_groups else 1
+    if num_channels % groups:
+        raise ValueError(f"{num_channels} channels cannot be split into {groups} normalisation groups")
+    return nn.GroupNorm(groups, num_channels)
+
+
+class NormConv3d(nn.Sequential):
+    """GroupNorm -> Conv3d(bias=False) [-> ReLU]."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int, padding: int,
+                 num_groups: int, relu: bool = True):
+        layers = [group_norm(in_channels, num_groups),
+                  nn.Conv3d(in_channels, out_channels, kernel_size, stride=stride, padding=padding, bias=False)]
+        if relu:
+            layers.append(nn.ReLU(inplace=True))
+        super().__init__(*layers)
+
+
+class ResidualBlock3d(nn.Module):
+    """conv1 (its output is the residual) -> conv2 -> conv3 (no ReLU) -> + residual -> ReLU.
+
+    With ``stride > 1`` conv1 is a ``stride``^3 conv with that stride and no padding (patch embedding),
+    otherwise every conv is 3x3x3 with padding 1."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, num_groups: int):
+        super().__init__()
+        if stride > 1:
+            self.conv1 = NormConv3d(in_channels, out_channels, stride, stride, 0, num_groups)
+        else:
+            self.conv1 = NormConv3d(in_channels, out_channels, 3, 1, 1, num_groups)
+        self.conv2 = NormConv3d(out_channels, out_channels, 3, 1, 1, num_groups)
+        self.conv3 = NormConv3d(out_channels, out_channels, 3, 1, 1, num_groups, relu=False)
+        self.relu = nn.ReLU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        residual = self.conv1(x)
+        return self.relu(self.conv3(self.conv2(residual)) + residual)
+
+
+class MAPSegEncoder(nn.Module):
+    """Constant-width residual encoder; downsamples once, by ``latent_stride``, in its first block."""
+
+    def __init__(self, in_channels: int, width: int, depth: int, latent_stride: int, num_groups: int):
+        super().__init__()
+        self.latent_stride = latent_stride
+        self.blocks = nn.Sequential(*[
+            ResidualBlock3d(in_channels if i == 0 else width, width, latent_stride if i == 0 else 1, num_groups)
+            for i in range(depth)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(x)
+
+
+class ASPP3d(nn.Module):
+    """Atrous spatial pyramid pooling (DeepLabV3) in 3D, GroupNorm instead of BatchNorm."""
+
+    def __init__(self, in_channels: int, channels: int, dilations: Sequence[int], num_groups: int,
+                 dropout: float):
+        super().__init__()
+
+        def branch(kernel: int, dilation: int) -> nn.Sequential:
+            return nn.Sequential(
+                nn.Conv3d(in_channels, channels, kernel, padding=dilation if kernel == 3 else 0,
+                          dilation=dilation, bias=False),
+                group_norm(channels, num_groups), nn.ReLU(inplace=True))
+
+        self.branches = nn.ModuleList([branch(1, 1)] + [branch(3, d) for d in dilations])
+        self.image_pooling = nn.Sequential(nn.AdaptiveAvgPool3d(1), nn.Conv3d(in_channels, channels, 1, bias=False),
+                                           group_norm(channels, num_groups), nn.ReLU(inplace=True))
+        self.project = nn.Sequential(
+            nn.Conv3d(channels * (len(dilations) + 2), channels, 1, bias=False),
+            group_norm(channels, num_groups), nn.ReLU(inplace=True), nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        outputs = [b(x) for b in self.branches]
+        outputs.append(F.interpolate(self.image_pooling(x), size=x.shape[2:], mode="trilinear",
+                                     align_corners=False))
+        return self.project(torch.cat(outputs, dim=1))
+
+
+class DeepLabSegmentationHead(nn.Module):
+    """ASPP -> ConvTranspose(x latent_stride) -> 3x3x3 conv -> 1x1 conv to class logits (no skips)."""
+
+    def __init__(self, in_channels: int, aspp_channels: int, aspp_dilations: Sequence[int], head_channels: int,
+                 num_classes: int, latent_stride: int, num_groups: int, dropout: float):
+        super().__init__()
+        self.aspp = ASPP3d(in_channels, aspp_channels, aspp_dilations, num_groups, dropout)
+        self.upsample = nn.Sequential(
+            nn.ConvTranspose3d(aspp_channels, head_channels, latent_stride, stride=latent_stride),
+            group_norm(head_channels, num_groups), nn.ReLU(inplace=True),
+            nn.Conv3d(head_channels, head_channels, 3, padding=1, bias=False),
+            group_norm(head_channels, num_groups), nn.ReLU(inplace=True))
+        self.classifier = nn.Conv3d(head_channels, num_classes, 1)
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.upsample(self.aspp(x)))
+
+
+class MAPSegDecoder(nn.Module):
+    """Container giving nnU-Net the ``decoder.deep_supervision`` attribute it toggles; MAPSeg has a single
+    output, so the flag is recorded but never changes the output."""
+
+    def __init__(self, seg_layers: DeepLabSegmentationHead):
+        super().__init__()
+        self.seg_layers = seg_layers
+        self.deep_supervision = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.seg_layers(x)
+
+
+def latent_boxes(boxes: torch.Tensor, latent_stride: int, latent_shape: Sequence[int]) -> torch.Tensor:
+    """Voxel boxes ``(B, 3, 2)`` [start, end) in the global image -> integer boxes in the latent grid:
+    floor(start / stride), ceil(end / stride), at least one latent voxel wide, clipped to the grid."""
+    boxes = boxes.to(torch.float64)
+    lo = torch.floor(boxes[..., 0] / latent_stride)
+    hi = torch.ceil(boxes[..., 1] / latent_stride)
+    size = torch.as_tensor(list(latent_shape), dtype=torch.float64, device=boxes.device)
+    lo = torch.minimum(torch.clamp(lo, min=0), size - 1)
+    hi = torch.minimum(torch.maximum(hi, lo + 1), size)
+    return torch.stack([lo, hi], dim=-1).to(torch.int64)
+
+
+def crop_and_resize(global_latent: torch.Tensor, boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    """Crop each sample's latent at its own integer box ``(B, 3, 2)`` and resize it trilinearly
+    (align_corners=True) to ``size``."""
+    crops = []
+    for b in range(global_latent.shape[0]):
+        (x0, x1), (y0, y1), (z0, z1) = boxes[b].tolist()
+        crop = global_latent[b:b + 1, :, x0:x1, y0:y1, z0:z1]
+        crops.append(F.interpolate(crop, size=tuple(size), mode="trilinear", align_corners=True))
+    return torch.cat(crops, dim=0)
+
+
+def channelwise_cosine_loss(local_latent: torch.Tensor, global_crop: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity between each channel's spatial map in the local latent and in the cropped global
+    latent, averaged over channels and samples. This is the axis the reference implementation uses
+    (CosineEmbeddingLoss on (channels, voxels)), not a per-voxel cosine between feature vectors."""
+    local_maps = local_latent.flatten(2)
+    global_maps = global_crop.flatten(2)
+    return (1 - F.cosine_similarity(local_maps, global_maps, dim=2, eps=1e-8)).mean()
+
+
+class MAPSegNet(nn.Module):
+    """Segmentation network of MAPSeg with global-local collaboration.
+
+    ``forward(x)`` takes only the local patch (nnU-Net's calling convention); the patch then serves as its own
+    global context. ``forward_glc(x, global_image, boxes)`` is the full MAPSeg forward pass.
+    """
+
+    def __init__(self, input_channels: int, num_classes: int, width: int = 512, depth: int = 8,
+                 latent_stride: int = 4, encoder_groups: int = 32, aspp_channels: int = 512,
+                 aspp_dilations: Sequence[int] = (4, 8, 16), head_channels: int = 64, head_groups: int = 8,
+                 dropout: float = 0.1, deep_supervision: Optional[bool] = None):
+        super().__init__()
+        if deep_supervision:
+            raise ValueError("MAPSegNet has a single output and no deep supervision; train it with a MAPSeg "
+                             "trainer (nnUNetTrainerMAPSeg*), which disables deep supervision.")
+        self.latent_stride = latent_stride
+        self.encoder = MAPSegEncoder(input_channels, width, depth, latent_stride, encoder_groups)
+        self.decoder = MAPSegDecoder(DeepLabSegmentationHead(
+            2 * width, aspp_channels, aspp_dilations, head_channels, num_classes, latent_stride, head_groups,
+            dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        latent = self.encoder(x)
+        return self.decoder(torch.cat([latent, latent], dim=1))
+
+    def forward_glc(self, x: torch.Tensor, global_image: torch.Tensor, boxes: torch.Tensor,
+                    with_aux: bool = True) -> Dict[str, torch.Tensor]:
+        """Local patch ``x`` (B, C, *patch), the whole case resized to the patch size ``global_image`` and the
+        patch's box inside it ``boxes`` (B, 3, 2, voxels of ``global_image``, [start, end)).
+
+        Returns the fused local logits, the global auxiliary logits (the global latent duplicated through the
+        same decoder), and the latents used by the cosine regulariser."""
+        local_latent = self.encoder(x)
+        global_latent = self.encoder(global_image)
+        boxes_latent = latent_boxes(boxes, self.latent_stride, global_latent.shape[2:])
+        global_crop = crop_and_resize(global_latent, boxes_latent, local_latent.shape[2:])
+        out = {"logits": self.decoder(torch.cat([local_latent, global_crop], dim=1)),
+               "local_latent": local_latent, "global_crop": global_crop}
+        if with_aux:
+            out["aux_logits"] = self.decoder(torch.cat([global_latent, global_latent], dim=1))
+        return out

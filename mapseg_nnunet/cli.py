@@ -1,0 +1,100 @@
+"""``mapseg_nnunet`` command: set-up helpers.
+
+    eval "$(mapseg_nnunet env)"   # exports nnUNet_extTrainer so stock nnUNetv2_train/predict find the trainers
+    mapseg_nnunet ext-dir         # the folder nnUNet_extTrainer must contain
+    mapseg_nnunet doctor          # versions, paths, and where nnU-Net finds each class
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from typing import List, Optional
+
+EXT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nnunet_ext")
+
+
+def ext_trainer_value(current: Optional[str]) -> str:
+    """``nnUNet_extTrainer`` with the shim folder first, other entries kept."""
+    entries = [p for p in (current or "").split(os.pathsep) if p and os.path.abspath(p) != EXT_DIR]
+    return os.pathsep.join([EXT_DIR] + entries)
+
+
+def set_ext_trainer_environment() -> None:
+    """In-process equivalent of ``eval "$(mapseg_nnunet env)"`` (nnU-Net 2.8 reads the variable lazily)."""
+    os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+
+
+def _version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "not installed"
+
+
+def doctor() -> int:
+    problems = 0
+    print("Versions")
+    for name in ("mapseg-nnunet", "nnunetv2", "torch", "torchvision", "timm", "dynamic-network-architectures",
+                 "batchgeneratorsv2", "acvl-utils", "SimpleITK", "nibabel"):
+        print(f"  {name:30s} {_version(name)}")
+    import torch
+    print(f"  devices: cpu{', cuda x%d' % torch.cuda.device_count() if torch.cuda.is_available() else ''}")
+    print("Environment")
+    for var in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
+        value = os.environ.get(var)
+        print(f"  {var:22s} {value if value else '(not set)'}")
+        if not value:
+            problems += 1
+    if EXT_DIR not in (os.environ.get("nnUNet_extTrainer") or "").split(os.pathsep):
+        print(f"  ! nnUNet_extTrainer does not contain {EXT_DIR}; run: eval \"$(mapseg_nnunet env)\"")
+        set_ext_trainer_environment()
+    print("Trainers (as nnUNetv2_train / nnUNetv2_predict resolve them)")
+    from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
+    from mapseg_nnunet.trainers import TRAINER_NAMES
+    import contextlib
+    import io
+    for name in TRAINER_NAMES:
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                cls = recursive_find_trainer_class_by_name(name)
+            print(f"  {name:34s} {cls.__module__}  ({sys.modules[cls.__module__].__file__})")
+        except Exception as e:  # report every failure, keep going
+            problems += 1
+            print(f"  {name:34s} NOT FOUND: {type(e).__name__}: {e}")
+    print("Planners (mapseg_plan_and_preprocess -pl NAME)")
+    from mapseg_nnunet.planning import find_planner_class
+    for name in ("MAPSegPlanner", "MAPSegPlannerCPU"):
+        cls = find_planner_class(name)
+        print(f"  {name:34s} {cls.__module__}")
+    print("Network (plans architecture)")
+    import pydoc
+    from mapseg_nnunet.presets import NETWORK_CLASS_NAME
+    located = pydoc.locate(NETWORK_CLASS_NAME)
+    print(f"  {NETWORK_CLASS_NAME}: {'found' if located is not None else 'NOT FOUND'}")
+    problems += located is None
+    print("OK" if problems == 0 else f"{problems} problem(s) found")
+    return 0 if problems == 0 else 1
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="mapseg_nnunet", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("env", help="print the shell export of nnUNet_extTrainer")
+    sub.add_parser("ext-dir", help="print the folder nnUNet_extTrainer must contain")
+    sub.add_parser("doctor", help="diagnose the set-up")
+    args = parser.parse_args(argv)
+    if args.command == "env":
+        print(f"export nnUNet_extTrainer={shlex.quote(ext_trainer_value(os.environ.get('nnUNet_extTrainer')))}")
+        return 0
+    if args.command == "ext-dir":
+        print(EXT_DIR)
+        return 0
+    return doctor()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

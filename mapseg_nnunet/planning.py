@@ -1,0 +1,159 @@
+"""``mapseg_plan_and_preprocess``: nnU-Net's plan-and-preprocess with a MAPSeg planner.
+
+nnU-Net 2.8 looks planners up only inside its own package, so this command takes the same arguments as
+``nnUNetv2_plan_and_preprocess`` and runs nnU-Net's own API (fingerprint extraction, ``plan_experiment_dataset``
+with the planner class, the plans' preprocessor). It adds: an image check naming the bad file (missing file,
+channel count, NaN), and atomic outputs (plans written then renamed; preprocessed data written into a
+``.partial`` folder and renamed when complete)."""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shutil
+from typing import List, Optional, Sequence
+
+from batchgenerators.utilities.file_and_folder_operations import isdir, join, load_json
+
+DEFAULT_PLANNER = "MAPSegPlanner"
+
+
+def find_planner_class(name: str):
+    from mapseg_nnunet.planners import mapseg_planner
+    if hasattr(mapseg_planner, name):
+        return getattr(mapseg_planner, name)
+    import nnunetv2
+    from nnunetv2.utilities.find_class_by_name import recursive_find_python_class
+    cls = recursive_find_python_class(join(nnunetv2.__path__[0], "experiment_planning"), name,
+                                      current_module="nnunetv2.experiment_planning")
+    if cls is None:
+        raise SystemExit(f"Unknown planner {name!r}. MAPSeg planners: MAPSegPlanner, MAPSegPlannerCPU.")
+    return cls
+
+
+def check_raw_dataset(dataset_id: int, progress: bool = True) -> None:
+    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+    from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
+
+    from mapseg_nnunet.validation import DatasetError, check_dataset_images
+    folder = join(nnUNet_raw, convert_id_to_dataset_name(dataset_id))
+    if not os.path.isfile(join(folder, "dataset.json")):
+        raise DatasetError(f"{join(folder, 'dataset.json')}: file is missing")
+    dataset_json = load_json(join(folder, "dataset.json"))
+    dataset = get_filenames_of_train_images_and_targets(folder, dataset_json)
+    if len(dataset) == 0:
+        raise DatasetError(f"{join(folder, 'imagesTr')}: no training cases found")
+    first_image = next(iter(dataset.values()))["images"][0]
+    reader = determine_reader_writer_from_dataset_json(dataset_json, first_image)()
+    check_dataset_images(dataset, len(dataset_json["channel_names"]), reader, progress)
+
+
+def preprocess_atomically(dataset_id: int, plans_identifier: str, configurations: Sequence[str],
+                          num_processes: Sequence[int], verbose: bool = False, progress: bool = True) -> None:
+    """Preprocess into ``<data_identifier>.partial`` folders and rename them when complete, so an interrupted
+    run never leaves a half-written dataset under the real name."""
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import preprocess_dataset
+    from nnunetv2.paths import nnUNet_preprocessed
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+    from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
+
+    from mapseg_nnunet.atomic import save_json_atomic
+    folder = join(nnUNet_preprocessed, convert_id_to_dataset_name(dataset_id))
+    plans = load_json(join(folder, plans_identifier + ".json"))
+    manager = PlansManager(plans)
+    configurations = [c for c in configurations if c in manager.available_configurations]
+    partial_plans_id = plans_identifier + ".partial"
+    partial_plans = copy.deepcopy(plans)
+    final_ids = {}
+    for c in configurations:
+        final_ids[c] = manager.get_configuration(c).data_identifier
+        partial_plans["configurations"][c]["data_identifier"] = final_ids[c] + ".partial"
+    save_json_atomic(partial_plans, join(folder, partial_plans_id + ".json"))
+    try:
+        preprocess_dataset(dataset_id, partial_plans_id, configurations, list(num_processes)[:len(configurations)]
+                           or [1], verbose, progress)
+        for c, final in final_ids.items():
+            final_dir, partial_dir, old_dir = join(folder, final), join(folder, final + ".partial"), \
+                join(folder, final + ".old")
+            if isdir(final_dir):
+                os.replace(final_dir, old_dir)
+            os.replace(partial_dir, final_dir)
+            shutil.rmtree(old_dir, ignore_errors=True)
+    finally:
+        os.remove(join(folder, partial_plans_id + ".json"))
+        for final in final_ids.values():
+            shutil.rmtree(join(folder, final + ".partial"), ignore_errors=True)
+
+
+def plan_and_preprocess(dataset_ids: List[int], planner: str = DEFAULT_PLANNER,
+                        configurations: Sequence[str] = ("3d_fullres",), num_processes: Optional[List[int]] = None,
+                        fingerprint_extractor: str = "DatasetFingerprintExtractor", npfp: int = 8,
+                        verify_dataset_integrity: bool = False, clean: bool = False, no_pp: bool = False,
+                        gpu_memory_target: Optional[float] = None, preprocessor_name: str = "DefaultPreprocessor",
+                        overwrite_target_spacing=None, overwrite_plans_name: Optional[str] = None,
+                        verbose: bool = False, progress: bool = True) -> str:
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import extract_fingerprints, plan_experiment_dataset
+    planner_class = find_planner_class(planner)
+    for d in dataset_ids:
+        check_raw_dataset(d, progress)
+    print("Fingerprint extraction...")
+    extract_fingerprints(dataset_ids, fingerprint_extractor, npfp, verify_dataset_integrity, clean, verbose,
+                         show_progress_bar=progress)
+    print(f"Experiment planning with {planner_class.__name__}...")
+    plans_identifier = None
+    for d in dataset_ids:
+        _, plans_identifier = plan_experiment_dataset(d, planner_class, gpu_memory_target, preprocessor_name,
+                                                      overwrite_target_spacing, overwrite_plans_name)
+    if not no_pp:
+        print("Preprocessing...")
+        n = num_processes if num_processes else [4] * len(configurations)
+        n = n * len(configurations) if len(n) == 1 else n
+        for d in dataset_ids:
+            preprocess_atomically(d, plans_identifier, configurations, n, verbose, progress)
+    return plans_identifier
+
+
+def plan_and_preprocess_entry(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="nnUNetv2_plan_and_preprocess with a MAPSeg planner (MAPSegPlanner: paper preset, plans "
+                    "MAPSegPlans; MAPSegPlannerCPU: CPU preset, plans MAPSegPlansCPU).")
+    parser.add_argument("-d", nargs="+", type=int, required=True, help="[REQUIRED] List of dataset IDs.")
+    parser.add_argument("-pl", type=str, default=DEFAULT_PLANNER,
+                        help=f"[OPTIONAL] Experiment planner class. Default: {DEFAULT_PLANNER}.")
+    parser.add_argument("-fpe", type=str, default="DatasetFingerprintExtractor",
+                        help="[OPTIONAL] Dataset fingerprint extractor class. Default: DatasetFingerprintExtractor.")
+    parser.add_argument("-npfp", type=int, default=8,
+                        help="[OPTIONAL] Processes for fingerprint extraction. Default: 8")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="[RECOMMENDED] Also run nnU-Net's dataset integrity check (labels, geometry).")
+    parser.add_argument("--no_pp", action="store_true",
+                        help="[OPTIONAL] Only run fingerprint extraction and experiment planning.")
+    parser.add_argument("--clean", action="store_true",
+                        help="[OPTIONAL] Overwrite an existing fingerprint.")
+    parser.add_argument("-gpu_memory_target", default=None, type=float,
+                        help="[OPTIONAL] Passed to the planner; MAPSeg presets fix patch and batch size.")
+    parser.add_argument("-preprocessor_name", default="DefaultPreprocessor", type=str,
+                        help="[OPTIONAL] Preprocessor class inside nnunetv2.preprocessing. Default: "
+                             "DefaultPreprocessor.")
+    parser.add_argument("-overwrite_target_spacing", default=None, nargs="+",
+                        help="[OPTIONAL] Custom target spacing for 3d_fullres (three numbers).")
+    parser.add_argument("-overwrite_plans_name", default=None,
+                        help="[OPTIONAL] Custom plans identifier (then use -p NAME in later commands).")
+    parser.add_argument("-c", nargs="+", default=["3d_fullres"],
+                        help="[OPTIONAL] Configurations to preprocess. MAPSeg plans have only 3d_fullres.")
+    parser.add_argument("-np", type=int, nargs="+", default=None,
+                        help="[OPTIONAL] Processes for preprocessing (one number, or one per configuration). "
+                             "Default: 4")
+    parser.add_argument("--verbose", action="store_true", help="Verbose output.")
+    parser.add_argument("--no_pbar", action="store_true", help="Disable progress bars.")
+    args = parser.parse_args(argv)
+    from mapseg_nnunet.validation import DatasetError
+    try:
+        plan_and_preprocess(args.d, args.pl, args.c, args.np, args.fpe, args.npfp, args.verify_dataset_integrity,
+                            args.clean, args.no_pp, args.gpu_memory_target, args.preprocessor_name,
+                            args.overwrite_target_spacing, args.overwrite_plans_name, args.verbose,
+                            not args.no_pbar)
+    except DatasetError as e:
+        raise SystemExit(f"ERROR: {e}")

@@ -1,0 +1,50 @@
+"""Small synthetic nnU-Net datasets (nested ellipsoids on a noisy background) for tests and smoke runs."""
+from __future__ import annotations
+
+import os
+from typing import Optional
+
+import numpy as np
+import SimpleITK as sitk
+
+from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+
+def _case(rng: np.random.Generator, shape, num_classes: int):
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
+    center = np.array(shape) / 2 + rng.uniform(-3, 3, 3)
+    radii = np.array(shape) * rng.uniform(0.3, 0.4, 3)
+    r = np.sqrt((((grid - center) / radii) ** 2).sum(-1))
+    label = np.zeros(shape, np.uint8)
+    # a dim "head" filling most of the field of view, so that cropping to non-zero keeps the volume size
+    head = np.sqrt((((grid - np.array(shape) / 2) / (np.array(shape) * 0.52)) ** 2).sum(-1)) < 1
+    image = np.where(head, 20.0, 0.0).astype(np.float32)
+    for c in range(1, num_classes):
+        inside = r < 1.0 - (c - 1) / num_classes
+        label[inside] = c
+        image[inside] = 100.0 * c
+    image[head] += rng.normal(0, 5, int(head.sum())).astype(np.float32)
+    return image, label
+
+
+def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str = "Synthetic", num_cases: int = 4,
+                            shape=(56, 56, 56), num_classes: int = 3, seed: int = 0,
+                            spacing=(1.0, 1.0, 1.0), channel_name: str = "T1",
+                            labeled: bool = True) -> str:
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(raw_folder, f"Dataset{dataset_id:03d}_{name}")
+    os.makedirs(os.path.join(folder, "imagesTr"), exist_ok=True)
+    if labeled:
+        os.makedirs(os.path.join(folder, "labelsTr"), exist_ok=True)
+    for i in range(num_cases):
+        image, label = _case(rng, shape, num_classes)
+        for arr, path in ((image, os.path.join(folder, "imagesTr", f"case{i:03d}_0000.nii.gz")),
+                          (label, os.path.join(folder, "labelsTr", f"case{i:03d}.nii.gz"))):
+            if arr is label and not labeled:
+                continue
+            itk = sitk.GetImageFromArray(arr)
+            itk.SetSpacing(tuple(float(s) for s in spacing))
+            sitk.WriteImage(itk, path)
+    labels = {"background": 0, **{f"class{c}": c for c in range(1, num_classes)}}
+    generate_dataset_json(folder, {0: channel_name}, labels, num_cases, ".nii.gz", dataset_name=name)
+    return folder

@@ -1,0 +1,37 @@
+"""Input checks that fail early with the offending file named."""
+from __future__ import annotations
+
+from typing import Dict, List
+
+import numpy as np
+
+
+class DatasetError(ValueError):
+    """A dataset cannot be used as it is; the message names the file and the problem."""
+
+
+def check_case_images(case: str, image_files: List[str], expected_channels: int, reader) -> None:
+    """Files exist, the channel count matches dataset.json, and every voxel is finite."""
+    import os
+    if len(image_files) != expected_channels:
+        raise DatasetError(f"{image_files[0] if image_files else case}: case {case} has {len(image_files)} "
+                           f"channel file(s) but dataset.json declares {expected_channels} channel(s)")
+    for f in image_files:
+        if not os.path.isfile(f):
+            raise DatasetError(f"{f}: file is missing (case {case})")
+    try:
+        images, _ = reader.read_images(image_files)
+    except Exception as e:  # unreadable or corrupt file
+        raise DatasetError(f"{image_files}: cannot read case {case}: {e}") from e
+    if images.shape[0] != expected_channels:
+        raise DatasetError(f"{image_files[0]}: case {case} has {images.shape[0]} channels, dataset.json declares "
+                           f"{expected_channels}")
+    for c, f in enumerate(image_files):
+        if not np.all(np.isfinite(images[c])):
+            raise DatasetError(f"{f}: contains NaN or infinite values (case {case})")
+
+
+def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True) -> None:
+    from tqdm import tqdm
+    for case, entry in tqdm(dataset.items(), desc="Checking images", disable=not progress):
+        check_case_images(case, entry["images"], expected_channels, reader)

@@ -1,0 +1,102 @@
+"""Experiment planners writing MAPSeg plans: a single ``3d_fullres`` configuration with the preset's fixed
+patch size and the MAPSeg network, raw intensities kept by preprocessing (``NoNormalization``) and MAPSeg's
+per-scan percentile normalisation recorded in the plans (applied to whole cases by the trainers and the
+predictor). Spacing and resampling are nnU-Net's (median source spacing), so that every registered target
+cohort is brought to the source's physical voxel size.
+
+Run through ``mapseg_plan_and_preprocess -d ID -pl MAPSegPlanner`` (nnU-Net looks up planners only inside its
+own package)."""
+from typing import List, Optional, Tuple, Union
+
+import numpy as np
+from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
+from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
+from nnunetv2.utilities.json_export import recursive_fix_for_json_export
+
+from mapseg_nnunet.atomic import save_json_atomic
+from mapseg_nnunet.intensity import intensity_settings_for_channels
+from mapseg_nnunet.plans import mapseg_block
+from mapseg_nnunet.presets import PRESETS
+from mapseg_nnunet.validation import DatasetError
+
+
+class MAPSegPlanner(ExperimentPlanner):
+    preset_name = "paper"
+    configuration_name = "3d_fullres"
+
+    def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
+                 overwrite_target_spacing: Union[List[float], Tuple[float, ...]] = None,
+                 suppress_transpose: bool = False):
+        self.preset = PRESETS[self.preset_name]
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
+                         plans_name or self.preset.plans_name, overwrite_target_spacing, suppress_transpose)
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache):
+        """The preset fixes patch, batch and network, so nnU-Net's U-Net topology search and VRAM estimate are
+        not run; spacing, resampling and the data identifier follow nnU-Net."""
+        resampling_data, resampling_data_kwargs, resampling_seg, resampling_seg_kwargs = self.determine_resampling()
+        resampling_softmax, resampling_softmax_kwargs = self.determine_segmentation_softmax_export_fn()
+        channel_names = list(self.dataset_json["channel_names"].values())
+        return {
+            "data_identifier": data_identifier,
+            "preprocessor_name": self.preprocessor_name,
+            "batch_size": self.preset.batch_size,
+            "patch_size": list(self.preset.patch_size)[-len(spacing):],
+            "median_image_size_in_voxels": median_shape,
+            "spacing": spacing,
+            # preprocessing keeps raw intensities; MAPSeg normalises whole cases (mapseg.intensity)
+            "normalization_schemes": ["NoNormalization"] * len(channel_names),
+            "use_mask_for_norm": [False] * len(channel_names),
+            "resampling_fn_data": resampling_data.__name__,
+            "resampling_fn_seg": resampling_seg.__name__,
+            "resampling_fn_data_kwargs": resampling_data_kwargs,
+            "resampling_fn_seg_kwargs": resampling_seg_kwargs,
+            "resampling_fn_probabilities": resampling_softmax.__name__,
+            "resampling_fn_probabilities_kwargs": resampling_softmax_kwargs,
+            "architecture": self.preset.architecture(),
+            "mapseg": mapseg_block(self.preset, intensity_settings_for_channels(channel_names)),
+        }
+
+    def plan_experiment(self):
+        self.check_cases_fit_patch()
+        self.lowres_creation_threshold = 0  # MAPSeg plans have a single 3d_fullres configuration
+        return super().plan_experiment()
+
+    def check_cases_fit_patch(self) -> None:
+        """Every training case must cover the patch after resampling (MAPSeg crops local patches from, and
+        resizes the whole case to, the patch size)."""
+        target_spacing = self.determine_fullres_target_spacing()
+        patch = np.array(self.preset.patch_size)
+        for case, shape, spacing in zip(self.dataset.keys(), self.dataset_fingerprint["shapes_after_crop"],
+                                        self.dataset_fingerprint["spacings"]):
+            new_shape = np.array(compute_new_shape(shape, spacing, target_spacing))
+            if np.any(new_shape < patch):
+                raise DatasetError(
+                    f"{self.dataset[case]['images'][0]}: case {case} is {new_shape.tolist()} voxels after cropping "
+                    f"and resampling to spacing {np.round(target_spacing, 3).tolist()}, smaller than the "
+                    f"{patch.tolist()} patch of {self.plans_identifier}. Use a planner with a smaller patch "
+                    f"(MAPSegPlannerCPU: {list(PRESETS['cpu'].patch_size)}), resample to a finer spacing "
+                    f"(-overwrite_target_spacing) or remove the case.")
+
+    def save_plans(self, plans):
+        """Keep only the MAPSeg configuration; write atomically; keep other configurations of an existing file
+        (as nnU-Net does)."""
+        plans["configurations"] = {self.configuration_name: plans["configurations"][self.configuration_name]}
+        plans["configurations"][self.configuration_name]["batch_dice"] = True  # as the reference (batch Dice)
+        recursive_fix_for_json_export(plans)
+        plans_file = join(nnUNet_preprocessed, self.dataset_name, self.plans_identifier + ".json")
+        if isfile(plans_file):
+            old = load_json(plans_file)["configurations"]
+            old.pop(self.configuration_name, None)
+            plans["configurations"].update(old)
+        save_json_atomic(plans, plans_file)
+        print(f"Plans were saved to {plans_file}")
+
+
+class MAPSegPlannerCPU(MAPSegPlanner):
+    """Same code path, CPU-sized preset (48^3 patches, width 32): demo, tests, benchmarks."""
+    preset_name = "cpu"

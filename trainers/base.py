@@ -1,0 +1,58 @@
+"""Common base of the MAPSeg trainers: MAPSeg plans (or stock plans adapted on the fly), the MAPSeg network,
+whole-case intensity normalisation, AdamW."""
+import torch
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
+
+from mapseg_nnunet.data import IntensityNormalizedDataset
+from mapseg_nnunet.inference import predictor_hook
+from mapseg_nnunet.plans import adapt_plans, preset_for_device
+
+
+class nnUNetTrainerMAPSegBase(nnUNetTrainer):
+    # Preset used when the plans are not MAPSeg plans (e.g. stock nnUNetPlans): 'auto' = paper on CUDA, cpu else.
+    mapseg_preset = "auto"
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        plans, adapted = adapt_plans(plans, configuration, preset_for_device(self.mapseg_preset, device))
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if adapted:
+            self.print_to_log_file(
+                f"Plans {self.plans_manager.plans_name} are not MAPSeg plans: using the "
+                f"{self.configuration_manager.configuration['mapseg']['preset']} preset (patch "
+                f"{self.configuration_manager.patch_size}, MAPSegNet) on data normalised by nnU-Net's own "
+                f"scheme. The adapted plans are saved with the model. For MAPSeg's intensity convention plan "
+                f"with mapseg_plan_and_preprocess -pl MAPSegPlanner.")
+        self.enable_deep_supervision = False
+        self.initial_lr = 1e-4
+        self.weight_decay = 0.01
+
+    @property
+    def intensity_settings(self):
+        return self.configuration_manager.configuration["mapseg"]["intensity"]
+
+    @staticmethod
+    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+                                   num_input_channels: int, num_output_channels: int,
+                                   enable_deep_supervision: bool = True) -> torch.nn.Module:
+        network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager,
+                                                           num_input_channels, num_output_channels,
+                                                           enable_deep_supervision=False)
+        network.mapseg_intensity = configuration_manager.configuration["mapseg"]["intensity"]
+        predictor_hook.install()
+        return network
+
+    def set_deep_supervision_enabled(self, enabled: bool):
+        pass  # single-output network
+
+    def configure_optimizers(self):
+        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      betas=(0.9, 0.999))
+        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def get_tr_and_val_datasets(self):
+        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
+        return (IntensityNormalizedDataset(dataset_tr, self.intensity_settings, training=True),
+                IntensityNormalizedDataset(dataset_val, self.intensity_settings, training=False))
