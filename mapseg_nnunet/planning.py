@@ -45,6 +45,16 @@ def check_raw_dataset(dataset_id: int, progress: bool = True) -> None:
     dataset = get_filenames_of_train_images_and_targets(folder, dataset_json)
     if len(dataset) == 0:
         raise DatasetError(f"{join(folder, 'imagesTr')}: no training cases found")
+    labels_folder = join(folder, "labelsTr")
+    if isdir(labels_folder):
+        ending = dataset_json["file_ending"]
+        for f in sorted(os.listdir(labels_folder)):
+            if f.endswith(ending) and f[:-len(ending)] not in dataset:
+                raise DatasetError(f"{join(labels_folder, f)}: label without image "
+                                   f"({join(folder, 'imagesTr', f[:-len(ending)] + '_0000' + ending)} is missing)")
+    if len(dataset) != dataset_json.get("numTraining", len(dataset)):
+        raise DatasetError(f"{join(folder, 'dataset.json')}: numTraining is {dataset_json['numTraining']} but "
+                           f"{len(dataset)} cases were found in imagesTr")
     first_image = next(iter(dataset.values()))["images"][0]
     reader = determine_reader_writer_from_dataset_json(dataset_json, first_image)()
     check_dataset_images(dataset, len(dataset_json["channel_names"]), reader, progress)

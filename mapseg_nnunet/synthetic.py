@@ -27,8 +27,8 @@ def _case(rng: np.random.Generator, shape, num_classes: int):
     return image, label
 
 
-def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str = "Synthetic", num_cases: int = 4,
-                            shape=(56, 56, 56), num_classes: int = 3, seed: int = 0,
+def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str = "Synthetic", num_cases: int = 6,
+                            shape=(52, 52, 52), num_classes: int = 3, seed: int = 0,
                             spacing=(1.0, 1.0, 1.0), channel_name: str = "T1",
                             labeled: bool = True) -> str:
     rng = np.random.default_rng(seed)

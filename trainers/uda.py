@@ -25,10 +25,15 @@ class nnUNetTrainerMAPSegUDA_1epoch(nnUNetTrainerMAPSegUDA):
 
 
 class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
-    """2 epochs of 4 iterations (2 validation iterations): demo and tests."""
+    """2 epochs of 4 iterations (2 validation iterations), no test-time mirroring: demo and tests."""
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        self.inference_allowed_mirroring_axes = None
+        return settings

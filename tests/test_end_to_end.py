@@ -1,0 +1,104 @@
+"""Stock nnU-Net commands, as users type them, on the CPU: train, validate and predict with MAPSeg plans and with
+stock nnUNetPlans."""
+import glob
+import json
+import os
+import signal
+import subprocess
+import time
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from conftest import run
+
+RESULTS = "Dataset901_Synthetic"
+
+
+def _predict_and_check(root, env, trainer, plans, tmp_path):
+    inp, out = tmp_path / f"in_{plans}", tmp_path / f"out_{plans}"
+    inp.mkdir()
+    for case in ("case000", "case001"):
+        os.symlink(os.path.join(env["nnUNet_raw"], RESULTS, "imagesTr", f"{case}_0000.nii.gz"),
+                   inp / f"{case}_0000.nii.gz")
+    run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", "901", "-c", "3d_fullres", "-tr", trainer,
+         "-p", plans, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+    for case in ("case000", "case001"):
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
+        image = sitk.GetArrayFromImage(sitk.ReadImage(str(inp / f"{case}_0000.nii.gz")))
+        assert pred.shape == image.shape and set(np.unique(pred)) <= {0, 1, 2}
+
+
+def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
+    root, env = planned_dataset
+    trainer = "nnUNetTrainerMAPSegUDA_smoke"
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", "MAPSegPlansCPU", "-device", "cpu"],
+        env, cwd=root)
+    fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__MAPSegPlansCPU__3d_fullres", "fold_0")
+    ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    assert ckpt["trainer_name"] == trainer and ckpt["current_epoch"] == 2
+    assert any(k.startswith("decoder.seg_layers.") for k in ckpt["network_weights"])
+    summary = json.load(open(os.path.join(fold, "validation", "summary.json")))
+    assert set(summary["mean"]) == {"1", "2"}
+    log = open(glob.glob(os.path.join(fold, "training_log_*.txt"))[0]).read()
+    assert "not MAPSeg plans" not in log
+    _predict_and_check(root, env, trainer, "MAPSegPlansCPU", tmp_path)
+
+
+def test_predictor_hook_equals_plain_normalize_then_predict(planned_dataset):
+    """nnUNetPredictor (Python API) on a MAPSeg model == the network applied to the case normalised by hand."""
+    root, env = planned_dataset
+    code = r"""
+import os, numpy as np, torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from mapseg_nnunet.intensity import normalize_case
+p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=False, use_mirroring=False, device=torch.device('cpu'))
+p.initialize_from_trained_model_folder(os.path.join(os.environ['nnUNet_results'], 'Dataset901_Synthetic',
+    'nnUNetTrainerMAPSegUDA_smoke__MAPSegPlansCPU__3d_fullres'), (0,), 'checkpoint_final.pth')
+rng = np.random.default_rng(0)
+raw = (rng.uniform(0, 300, (1, 48, 48, 48)) * (rng.random((1, 48, 48, 48)) > 0.3)).astype(np.float32)
+hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw)).float()
+net = p.network.eval()
+with torch.no_grad():
+    plain = net(torch.from_numpy(normalize_case(raw, net.mapseg_intensity))[None])[0]
+    unnormalised = net(torch.from_numpy(raw)[None])[0]
+assert torch.allclose(hooked, plain, atol=1e-2), (hooked - plain).abs().max()
+assert not torch.allclose(hooked, unnormalised, atol=1e-2)
+print('EQUAL', float((hooked - plain).abs().max()))
+"""
+    out = run(["python", "-c", code], env, cwd=root)
+    assert "EQUAL" in out.stdout
+
+
+def test_exact_user_command_on_stock_plans(planned_dataset, tmp_path):
+    """`nnUNetv2_train 901 3d_fullres 0 -tr nnUNetTrainerMAPSegUDA` on stock nnUNetPlans adapts the plans, saves
+    them with the model, and trains; the smoke variant then trains to the end and predicts consistently."""
+    root, env = planned_dataset
+    # nnU-Net 2.8.1's planner calls torch.set_num_threads(nnUNet_n_proc_DA), which fails for 0
+    run(["nnUNetv2_plan_and_preprocess", "-d", "901", "-c", "3d_fullres", "-np", "1", "-npfp", "1", "--no_pbar"],
+        {**env, "nnUNet_n_proc_DA": "1"}, cwd=root)
+    model = os.path.join(env["nnUNet_results"], RESULTS, "nnUNetTrainerMAPSegUDA__nnUNetPlans__3d_fullres")
+    log_path = tmp_path / "train.log"
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA",
+                                 "-device", "cpu"], env=env, cwd=root, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and proc.poll() is None and "Epoch 0" not in log_path.read_text():
+            time.sleep(1)
+        assert proc.poll() is None, log_path.read_text()[-3000:]
+        assert "Epoch 0" in log_path.read_text()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
+    plans = json.load(open(os.path.join(model, "plans.json")))
+    cfg = plans["configurations"]["3d_fullres"]
+    assert cfg["architecture"]["network_class_name"].endswith("MAPSegNet") and cfg["patch_size"] == [48, 48, 48]
+    assert cfg["mapseg"] == {"preset": "cpu", "intensity": None}
+    assert cfg["normalization_schemes"] == ["ZScoreNormalization"]  # nnU-Net's own normalisation is kept
+    assert "not MAPSeg plans" in log_path.read_text()
+
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA_smoke", "-device", "cpu"],
+        env, cwd=root)
+    _predict_and_check(root, env, "nnUNetTrainerMAPSegUDA_smoke", "nnUNetPlans", tmp_path)
