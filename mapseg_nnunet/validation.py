@@ -27,8 +27,17 @@ def check_case_images(case: str, image_files: List[str], expected_channels: int,
         raise DatasetError(f"{image_files[0]}: case {case} has {images.shape[0]} channels, dataset.json declares "
                            f"{expected_channels}")
     for c, f in enumerate(image_files):
-        if not np.all(np.isfinite(images[c])):
+        if not np.all(np.isfinite(_voxels_as_stored(f, images[c]))):
             raise DatasetError(f"{f}: contains NaN or infinite values (case {case})")
+
+
+def _voxels_as_stored(path: str, read_by_nnunet: np.ndarray) -> np.ndarray:
+    """SimpleITK's NIfTI reader turns NaN into 0, so nnU-Net would silently train on them: check NIfTI files
+    as stored, with nibabel."""
+    if path.endswith((".nii", ".nii.gz")):
+        import nibabel
+        return np.asarray(nibabel.load(path).dataobj)
+    return read_by_nnunet
 
 
 def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True) -> None:

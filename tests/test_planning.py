@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-import SimpleITK as sitk
+import nibabel
 from conftest import nnunet_env, run
 
 from mapseg_nnunet.atomic import atomic_path, save_json_atomic
@@ -50,12 +50,10 @@ def small_dataset(tmp_path):
 def test_nan_volume_named(small_dataset):
     root, env, folder = small_dataset
     path = os.path.join(folder, "imagesTr", "case002_0000.nii.gz")
-    img = sitk.ReadImage(path)
-    arr = sitk.GetArrayFromImage(img)
-    arr[3, 3, 3] = np.nan
-    out_img = sitk.GetImageFromArray(arr)
-    out_img.CopyInformation(img)
-    sitk.WriteImage(out_img, path)
+    img = nibabel.load(path)
+    arr = np.asarray(img.dataobj).astype(np.float32)
+    arr[3, 3, 3] = np.nan  # (SimpleITK would read this voxel back as 0)
+    nibabel.save(nibabel.Nifti1Image(arr, img.affine, img.header), path)
     out = run(["mapseg_plan_and_preprocess", "-d", "902", "-pl", "MAPSegPlannerCPU", "--no_pbar"], env, cwd=root,
               check=False)
     assert out.returncode != 0 and "case002_0000.nii.gz: contains NaN" in out.stderr
