@@ -4,6 +4,7 @@ import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
+from mapseg_nnunet.atomic import atomic_path
 from mapseg_nnunet.data import IntensityNormalizedDataset
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.plans import adapt_plans, preset_for_device
@@ -56,3 +57,10 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
         dataset_tr, dataset_val = super().get_tr_and_val_datasets()
         return (IntensityNormalizedDataset(dataset_tr, self.intensity_settings, training=True),
                 IntensityNormalizedDataset(dataset_val, self.intensity_settings, training=False))
+
+    def save_checkpoint(self, filename: str) -> None:
+        """nnU-Net's checkpoint, written to a temporary file and renamed (never half-written)."""
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return super().save_checkpoint(filename)
+        with atomic_path(filename) as tmp:
+            super().save_checkpoint(tmp)
