@@ -50,6 +50,7 @@ setup(
         "console_scripts": [
             "mapseg_nnunet=mapseg_nnunet.cli:main",
             "mapseg_plan_and_preprocess=mapseg_nnunet.planning:plan_and_preprocess_entry",
+            "mapseg_register_targets=mapseg_nnunet.targets:register_targets_entry",
         ]
     },
 )

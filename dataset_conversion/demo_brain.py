@@ -1,0 +1,219 @@
+"""Demo cohort from real anatomy, offline: the MNI ICBM152 2009a (symmetric) T1 template and its grey / white
+matter probability maps, shipped in the ``nilearn`` wheel.
+
+Writes into ``nnUNet_raw`` (deterministic given ``--seed``):
+
+* a labeled **source** (T1w), ``Dataset{S}_DemoBrainSourceT1w``: imagesTr + labelsTr;
+* three unlabeled **targets**, each with imagesTr (no labels) and a labeled test split imagesTs/labelsTs used for
+  evaluation only, reproducing the domain shifts of the MAPSeg paper:
+  - ``DemoBrainTargetT2w`` (cross-sequence): T2w-like tissue contrast (CSF bright, WM dark);
+  - ``DemoBrainTargetSite`` (cross-site): the T1w contrast through another "scanner": smooth multiplicative bias
+    field, blur, noise and a non-linear intensity response;
+  - ``DemoBrainTargetAge`` (cross-age): smaller brains (x0.82) with the low grey/white contrast of infant T1w.
+
+Subjects differ by a random isotropic scaling, a small rotation and translation, and a smooth random
+deformation; labels are warped with the same field. All images share the ``MRI`` channel name (one channel).
+
+Label rule (documented, 4 classes): inside the intracranial mask, class = argmax(p_CSF, p_GM, p_WM) with
+p_CSF = 1 - p_GM - p_WM (clipped at 0); 0 outside. The intracranial mask is p_GM + p_WM > 0.1, holes filled,
+closed and dilated by 2 mm. No deep-grey class: the GM/WM maps do not separate subcortical from cortical grey
+matter, and a depth threshold would be a guess.
+
+    python -m mapseg_nnunet.dataset_conversion.demo_brain [-d 951 952 953 954] [--seed 0]
+"""
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shutil
+import time
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from scipy import ndimage
+
+SPACING_MM = 2.2
+GRID = (84, 104, 88)  # (x, y, z) voxels at SPACING_MM: room for the largest, rotated source brains
+LABELS = {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
+DOMAINS = ("T2w", "Site", "Age")
+DEFAULT_IDS = (951, 952, 953, 954)
+DEFAULT_COUNTS = {"source_train": 12, "target_train": 10, "target_test": 4}
+
+
+def template_folder() -> str:
+    spec = importlib.util.find_spec("nilearn")
+    if spec is None:
+        raise RuntimeError("the demo cohort needs the nilearn wheel (pip install nilearn), which ships the MNI "
+                           "ICBM152 2009a templates")
+    return os.path.join(spec.submodule_search_locations[0], "datasets", "data")
+
+
+def load_templates() -> Dict[str, np.ndarray]:
+    """Templates resampled to SPACING_MM and centred in GRID: t1 in [0, 1], p_gm, p_wm, intracranial mask."""
+    import nibabel
+    folder = template_folder()
+    out = {}
+    for key in ("t1", "gm", "wm"):
+        img = nibabel.as_closest_canonical(nibabel.load(
+            os.path.join(folder, f"mni_icbm152_{key}_tal_nlin_sym_09a_converted.nii.gz")))
+        out[key] = np.asarray(img.dataobj, dtype=np.float32) / 255.0
+    mask = (out["gm"] + out["wm"]) > 0.1
+    mask = ndimage.binary_fill_holes(ndimage.binary_closing(mask, iterations=3))
+    mask = ndimage.binary_dilation(mask, iterations=2)
+    out["mask"] = mask.astype(np.float32)
+    # crop to the intracranial box, resample to SPACING_MM
+    box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(mask))
+    centred = {}
+    for key, arr in out.items():
+        arr = ndimage.zoom(arr[box], 1.0 / SPACING_MM, order=1)
+        canvas = np.zeros(GRID, np.float32)
+        offset = [(g - s) // 2 for g, s in zip(GRID, arr.shape)]
+        if min(offset) < 0:
+            raise RuntimeError(f"template does not fit the {GRID} grid at {SPACING_MM} mm")
+        canvas[tuple(slice(o, o + s) for o, s in zip(offset, arr.shape))] = arr
+        centred[key] = canvas
+    return centred
+
+
+def _warp_field(rng: np.random.Generator, scale: float) -> np.ndarray:
+    """Sampling coordinates (3, *GRID): random similarity transform around the centre + smooth deformation."""
+    angles = np.deg2rad(rng.uniform(-6, 6, 3))
+    cx, cy, cz = np.cos(angles)
+    sx, sy, sz = np.sin(angles)
+    rot = (np.array([[1, 0, 0], [0, cx, -sx], [0, sx, cx]]) @ np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
+           @ np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]]))
+    centre = (np.array(GRID) - 1) / 2
+    grid = np.stack(np.meshgrid(*[np.arange(g, dtype=np.float32) for g in GRID], indexing="ij"))
+    rel = grid.reshape(3, -1) - centre[:, None]
+    coords = (rot.T @ rel) / scale + centre[:, None] + rng.uniform(-2, 2, 3)[:, None]
+    coords = coords.reshape(3, *GRID)
+    for axis in range(3):
+        noise = ndimage.gaussian_filter(rng.normal(size=GRID).astype(np.float32), sigma=5)
+        coords[axis] += noise / (noise.std() + 1e-8) * 1.2  # ~1.2 voxel smooth displacement
+    return coords.astype(np.float32)
+
+
+def _subject(templates: Dict[str, np.ndarray], rng: np.random.Generator, scale: float):
+    coords = _warp_field(rng, scale)
+    warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in templates.items()}
+    mask = warped["mask"] > 0.5
+    p_gm, p_wm = warped["gm"], warped["wm"]
+    p_csf = np.clip(1 - p_gm - p_wm, 0, None)
+    label = (np.argmax(np.stack([p_csf, p_gm, p_wm]), axis=0) + 1).astype(np.uint8)
+    label[~mask] = 0
+    return warped, label, mask
+
+
+def _bias_field(rng: np.random.Generator, strength: float) -> np.ndarray:
+    field = ndimage.gaussian_filter(rng.normal(size=GRID).astype(np.float32), sigma=14)
+    field /= np.abs(field).max() + 1e-8
+    return np.exp(strength * field)
+
+
+def render(domain: str, warped: Dict[str, np.ndarray], mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Image intensities of one subject in one domain (background exactly 0)."""
+    p_gm, p_wm, t1 = warped["gm"], warped["wm"], warped["t1"]
+    p_csf = np.clip(1 - p_gm - p_wm, 0, None)
+    texture = t1 - ndimage.gaussian_filter(t1, 2)  # fine real-anatomy detail of the template
+    if domain == "source":
+        image = t1 * rng.uniform(0.95, 1.05) + rng.normal(0, 0.01, GRID)
+    elif domain == "T2w":
+        image = 0.95 * p_csf + 0.55 * p_gm + 0.32 * p_wm - 0.5 * texture + rng.normal(0, 0.015, GRID)
+    elif domain == "Site":
+        image = ndimage.gaussian_filter(t1, rng.uniform(0.8, 1.2)) * _bias_field(rng, 0.35)
+        image = np.clip(image, 0, None) ** rng.uniform(0.55, 0.7)  # non-linear intensity response
+        image = image + rng.normal(0, 0.04, GRID)
+    elif domain == "Age":
+        image = 0.2 * p_csf + 0.55 * p_gm + 0.62 * p_wm + 0.3 * texture + rng.normal(0, 0.02, GRID)
+    else:
+        raise ValueError(domain)
+    image = np.clip(image, 0, None) * 1000.0
+    image[~mask] = 0
+    return image.astype(np.float32)
+
+
+def _write(array: np.ndarray, path: str, is_label: bool) -> None:
+    img = sitk.GetImageFromArray(np.transpose(array, (2, 1, 0)).astype(np.uint8 if is_label else np.float32))
+    img.SetSpacing((SPACING_MM,) * 3)
+    sitk.WriteImage(img, path, useCompression=True)
+
+
+def _dataset(raw: str, dataset_id: int, name: str, overwrite: bool) -> tuple[str, str]:
+    final = os.path.join(raw, f"Dataset{dataset_id:03d}_{name}")
+    if os.path.exists(final) and not overwrite:
+        raise FileExistsError(f"{final} exists; use --overwrite to regenerate")
+    partial = final + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    return final, partial
+
+
+def _finish(final: str, partial: str, num_training: int, name: str, description: str) -> None:
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    generate_dataset_json(partial, {0: "MRI"}, LABELS, num_training, ".nii.gz", dataset_name=name,
+                          description=description, reference="MNI ICBM152 2009a via nilearn",
+                          license="MNI ICBM152 terms (permissive, notice kept); derived synthetic data")
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(partial, final)
+
+
+def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, seed: int = 0,
+                         counts: Optional[Dict[str, int]] = None, overwrite: bool = False,
+                         verbose: bool = True) -> Dict[str, str]:
+    """Write the source and the three targets; returns {role: dataset folder}."""
+    counts = {**DEFAULT_COUNTS, **(counts or {})}
+    t0 = time.time()
+    templates = load_templates()
+    rng = np.random.default_rng(seed)
+    written = {}
+    plan = [("source", dataset_ids[0], "DemoBrainSourceT1w", "labeled T1w source")] + [
+        (domain, i, f"DemoBrainTarget{domain}", f"unlabeled {domain} target (test labels for evaluation only)")
+        for domain, i in zip(DOMAINS, dataset_ids[1:])]
+    for domain, dataset_id, name, description in plan:
+        final, partial = _dataset(raw, dataset_id, name, overwrite)
+        try:
+            splits = [("imagesTr", "labelsTr", counts["source_train"])] if domain == "source" else \
+                [("imagesTr", None, counts["target_train"]), ("imagesTs", "labelsTs", counts["target_test"])]
+            for images, labels, n in splits:
+                os.makedirs(os.path.join(partial, images))
+                if labels:
+                    os.makedirs(os.path.join(partial, labels))
+                for i in range(n):
+                    scale = rng.uniform(0.92, 1.08) * (0.82 if domain == "Age" else 1.0)
+                    warped, label, mask = _subject(templates, rng, scale)
+                    case = f"{name}_{images[-2:].lower()}{i:03d}"
+                    _write(render(domain, warped, mask, rng), os.path.join(partial, images, f"{case}_0000.nii.gz"),
+                           False)
+                    if labels:
+                        _write(label, os.path.join(partial, labels, f"{case}.nii.gz"), True)
+            _finish(final, partial, splits[0][2], name, description)
+        finally:
+            shutil.rmtree(partial, ignore_errors=True)
+        written[domain] = final
+        if verbose:
+            print(f"{final}: {description}")
+    if verbose:
+        print(f"Demo cohort generated in {time.time() - t0:.1f} s")
+    return written
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-d", nargs=4, type=int, default=list(DEFAULT_IDS),
+                        help="dataset ids: source, T2w target, site target, age target. Default: 951 952 953 954")
+    parser.add_argument("-o", default=None, help="output folder. Default: $nnUNet_raw")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing demo datasets")
+    args = parser.parse_args(argv)
+    raw = args.o
+    if raw is None:
+        from nnunetv2.paths import nnUNet_raw
+        if not nnUNet_raw.is_set():
+            raise SystemExit("ERROR: set nnUNet_raw or pass -o")
+        raw = os.fspath(nnUNet_raw)
+    generate_demo_cohort(raw, args.d, args.seed, overwrite=args.overwrite)
+
+
+if __name__ == "__main__":
+    main()
