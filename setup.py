@@ -42,6 +42,8 @@ setup(
         "nibabel",
         "numpy>=1.24",
         "tqdm",
+        # ships the MNI ICBM152 2009a templates the demo cohort is built from
+        "nilearn>=0.10",
         # nnunetv2's preprocessing imports distutils, which Python >= 3.12 only has through setuptools
         "setuptools",
     ],

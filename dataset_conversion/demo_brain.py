@@ -126,7 +126,7 @@ def render(domain: str, warped: Dict[str, np.ndarray], mask: np.ndarray, rng: np
         image = np.clip(image, 0, None) ** rng.uniform(0.55, 0.7)  # non-linear intensity response
         image = image + rng.normal(0, 0.04, GRID)
     elif domain == "Age":
-        image = 0.2 * p_csf + 0.55 * p_gm + 0.62 * p_wm + 0.3 * texture + rng.normal(0, 0.02, GRID)
+        image = 0.2 * p_csf + 0.55 * p_gm + 0.6 * p_wm + 0.15 * texture + rng.normal(0, 0.02, GRID)
     else:
         raise ValueError(domain)
     image = np.clip(image, 0, None) * 1000.0
