@@ -35,3 +35,15 @@ def save_json_atomic(obj, path: str, sort_keys: bool = False) -> None:
 def torch_save_atomic(obj, path: str) -> None:
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def replace_directory(complete: str, final: str) -> None:
+    """Move a fully written folder ``complete`` to ``final``, replacing an existing ``final`` (which is removed
+    only after the new one is in place)."""
+    import shutil
+    old = final + ".old"
+    shutil.rmtree(old, ignore_errors=True)
+    if os.path.isdir(final):
+        os.replace(final, old)
+    os.replace(complete, final)
+    shutil.rmtree(old, ignore_errors=True)

@@ -69,7 +69,7 @@ def preprocess_atomically(dataset_id: int, plans_identifier: str, configurations
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    from mapseg_nnunet.atomic import save_json_atomic
+    from mapseg_nnunet.atomic import replace_directory, save_json_atomic
     folder = join(nnUNet_preprocessed, convert_id_to_dataset_name(dataset_id))
     plans = load_json(join(folder, plans_identifier + ".json"))
     manager = PlansManager(plans)
@@ -84,13 +84,8 @@ def preprocess_atomically(dataset_id: int, plans_identifier: str, configurations
     try:
         preprocess_dataset(dataset_id, partial_plans_id, configurations, list(num_processes)[:len(configurations)]
                            or [1], verbose, progress)
-        for c, final in final_ids.items():
-            final_dir, partial_dir, old_dir = join(folder, final), join(folder, final + ".partial"), \
-                join(folder, final + ".old")
-            if isdir(final_dir):
-                os.replace(final_dir, old_dir)
-            os.replace(partial_dir, final_dir)
-            shutil.rmtree(old_dir, ignore_errors=True)
+        for final in final_ids.values():
+            replace_directory(join(folder, final + ".partial"), join(folder, final))
     finally:
         os.remove(join(folder, partial_plans_id + ".json"))
         for final in final_ids.values():

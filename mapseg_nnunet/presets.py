@@ -3,8 +3,8 @@ parameters per segmentation network) for GPUs; ``cpu`` runs the same code path a
 minutes (demo, tests, benchmarks)."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Tuple
+from dataclasses import asdict, dataclass
+from typing import Dict, Tuple
 
 NETWORK_CLASS_NAME = "mapseg_nnunet.architectures.mapseg_net.MAPSegNet"
 

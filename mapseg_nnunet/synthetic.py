@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import os
-from typing import Optional
+
 
 import numpy as np
 import SimpleITK as sitk

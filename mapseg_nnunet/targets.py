@@ -26,7 +26,7 @@ import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json
 from tqdm import tqdm
 
-from mapseg_nnunet.atomic import save_json_atomic
+from mapseg_nnunet.atomic import replace_directory, save_json_atomic
 from mapseg_nnunet.validation import DatasetError, check_dataset_images
 
 REGISTRY_FILE = "mapseg_targets.json"
@@ -157,11 +157,7 @@ def register_target(source: str | int, target: str | int, plans_identifier: str,
                                           blocks=blocks, chunks_seg=chunks_seg, blocks_seg=blocks_seg)
         save_json_atomic(target_plans, join(folder, plans_identifier + ".json"))
         save_json_atomic(target_dataset_json, join(folder, "dataset.json"))
-        old_dir = final_dir + ".old"
-        if isdir(final_dir):
-            os.replace(final_dir, old_dir)
-        os.replace(partial_dir, final_dir)
-        shutil.rmtree(old_dir, ignore_errors=True)
+        replace_directory(partial_dir, final_dir)
     finally:
         shutil.rmtree(partial_dir, ignore_errors=True)
 

@@ -1,7 +1,6 @@
 """mapseg_plan_and_preprocess: MAPSeg plans, bad input named by file, nothing half-written."""
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest

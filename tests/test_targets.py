@@ -23,7 +23,7 @@ def _register(root, env, *targets, check=True):
 def test_register_two_targets_label_blind(planned_dataset):
     root, env = planned_dataset
     for dataset_id, name in ((911, "TargetA"), (912, "TargetB")):
-        folder = write_synthetic_dataset(env["nnUNet_raw"], dataset_id, name=name, labeled=False, seed=dataset_id)
+        write_synthetic_dataset(env["nnUNet_raw"], dataset_id, name=name, labeled=False, seed=dataset_id)
     # a target may carry label files; they must never be opened: make them unreadable
     labels = os.path.join(env["nnUNet_raw"], "Dataset911_TargetA", "labelsTr")
     os.makedirs(labels)
