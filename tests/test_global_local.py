@@ -1,0 +1,105 @@
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage
+
+from mapseg_nnunet.global_local import (GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION,
+                                        global_local_sample)
+from mapseg_nnunet.masking import mask_volume, masked_mse, random_cube_mask
+
+PATCH = (24, 24, 24)
+
+
+def coordinate_case(shape=(40, 52, 36), offset=10.0):
+    """3 channels holding the (x, y, z) voxel coordinates (+ offset, so that padding 0 is recognisable)."""
+    grid = np.stack(np.meshgrid(*[np.arange(s, dtype=np.float32) for s in shape], indexing="ij")) + offset
+    seg = np.zeros((1, *shape), np.int16)
+    seg[:, :2] = -1  # outside nnU-Net's non-zero mask
+    return grid, seg
+
+
+@pytest.mark.parametrize("seed", range(6))
+@pytest.mark.parametrize("aug", [NO_AUGMENTATION, GlobalLocalAugmentation(affine_probability=1.0)])
+def test_box_is_exact_under_augmentation(seed, aug):
+    """Where the global view lies inside the box, it must equal the local patch interpolated at the position the
+    box implies: both sample the same augmented volume (exact for coordinate-valued, i.e. linear, volumes)."""
+    image, seg = coordinate_case()
+    s = global_local_sample(image, seg, PATCH, aug, np.random.default_rng(seed))
+    x, g, box = s["data"], s["global"], s["box"]
+    assert x.shape == g.shape == (3, *PATCH)
+    checked = 0
+    for u in np.ndindex(*PATCH):
+        centre = np.array(u) + 0.5
+        if np.any(centre < box[:, 0] + 1) or np.any(centre > box[:, 1] - 1):
+            continue
+        j = (centre - box[:, 0]) * np.array(PATCH) / (box[:, 1] - box[:, 0]) - 0.5
+        neighbours = x[:, int(np.floor(j[0])):int(np.floor(j[0])) + 2, int(np.floor(j[1])):int(np.floor(j[1])) + 2,
+                       int(np.floor(j[2])):int(np.floor(j[2])) + 2]
+        if neighbours.min() < 5 or g[:, u[0], u[1], u[2]].min() < 5:
+            continue  # padding from outside the case: not a linear field there
+        expected = [ndimage.map_coordinates(x[c], j[:, None], order=1)[0] for c in range(3)]
+        np.testing.assert_allclose(g[:, u[0], u[1], u[2]], expected, atol=2e-3)
+        checked += 1
+    assert checked > 50
+
+
+def test_global_view_is_the_foreground_box_resized():
+    image, seg = coordinate_case()
+    s = global_local_sample(image, seg, PATCH, NO_AUGMENTATION, np.random.default_rng(0))
+    # foreground along x starts at 2 (seg -1 before): the global view spans x coordinates 2..39 (+ offset)
+    assert s["global"][0].min() == pytest.approx(10 + 2 + (38 / 24) * 0.5 - 0.5, abs=1e-3)
+    assert s["global"][0].max() == pytest.approx(10 + 39 - (38 / 24) * 0.5 + 0.5, abs=1e-3)
+    assert s["target"].shape == s["global_target"].shape == (1, *PATCH)
+    assert s["global_target"].min() == 0  # resized from the foreground box only
+
+
+def test_small_case_is_padded_and_centred():
+    image = np.ones((1, 10, 30, 20), np.float32)
+    s = global_local_sample(image, None, PATCH, NO_AUGMENTATION, np.random.default_rng(0))
+    assert s["data"].shape == (1, *PATCH) and s["global"].min() == 1
+    assert s["data"].sum() == 10 * 24 * 20
+
+
+class _Cases:
+    def __init__(self, n, value):
+        self.identifiers = [f"c{i}" for i in range(n)]
+        self.value = value
+
+    def load_case(self, key):
+        img = np.full((1, 30, 30, 30), self.value, np.float32)
+        return img, np.zeros((1, 30, 30, 30), np.int8), None, {}
+
+
+def test_loader_is_domain_balanced_and_batches():
+    np.random.seed(0)  # the loader seeds itself from numpy's global state, as nnU-Net's workers do
+    loader = GlobalLocalDataLoader([("source", _Cases(20, 1.0)), ("target", _Cases(2, 2.0))], 4, PATCH, None,
+                                   NO_AUGMENTATION, with_labels=True)
+    domains = torch.cat([loader.generate_train_batch()["domain"] for _ in range(100)])
+    assert abs(domains.float().mean().item() - 0.5) < 0.075  # 3 sigma of 400 draws  # half the samples from the 2-case domain
+    batch = loader.generate_train_batch()
+    assert batch["data"].shape == batch["global"].shape == (4, 1, *PATCH) and batch["box"].shape == (4, 3, 2)
+    assert batch["target"].shape == (4, 1, *PATCH) and len(batch["keys"]) == 4
+    values = batch["data"].flatten(1).max(1).values
+    assert torch.equal(values, batch["domain"].float() + 1)
+
+
+def test_cube_mask_ratio_structure_and_independence():
+    g = torch.Generator().manual_seed(0)
+    mask = random_cube_mask(3, (48, 48, 48), 8, 0.7, generator=g)
+    cubes = mask[:, 0].unfold(1, 8, 8).unfold(2, 8, 8).unfold(3, 8, 8)  # (B, 6, 6, 6, 8, 8, 8)
+    assert torch.all(cubes.amin((-1, -2, -3)) == cubes.amax((-1, -2, -3)))  # constant within each cube
+    assert torch.all(cubes.amax((-1, -2, -3)).sum((1, 2, 3)) == round(216 * 0.7))
+    assert not torch.equal(mask[0], mask[1])
+    with pytest.raises(ValueError):
+        random_cube_mask(1, (44, 48, 48), 8, 0.7)
+
+
+def test_mask_volume_and_masked_mse():
+    x = torch.rand(2, 1, 16, 16, 16) + 1
+    masked, mask = mask_volume(x, 4, 0.5)
+    assert torch.all(masked[mask.bool()] == 0) and torch.equal(masked[~mask.bool()], x[~mask.bool()])
+    prediction = x.clone()
+    prediction[~mask.bool()] += 100  # errors outside the mask do not count
+    assert masked_mse(prediction, x, mask).item() == 0
+    prediction = x + mask * 0.5
+    assert masked_mse(prediction, x, mask).item() == pytest.approx(0.25)
