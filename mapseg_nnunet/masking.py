@@ -41,3 +41,11 @@ def masked_mse(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Tenso
     """Mean squared error over masked voxels only (all channels)."""
     squared = ((prediction - target) ** 2) * mask
     return squared.sum() / (mask.sum() * prediction.shape[1]).clamp_min(1)
+
+
+def mean_intensity_baseline(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """The trivial reconstruction: every masked voxel predicted as the mean of the sample's visible voxels
+    (per channel). Reconstruction skill = 1 - masked_mse(model) / masked_mse(this)."""
+    visible = 1 - mask
+    mean = (x * visible).sum((2, 3, 4), keepdim=True) / visible.sum((2, 3, 4), keepdim=True).clamp_min(1)
+    return mean.expand_as(x)

@@ -15,7 +15,7 @@ from mapseg_nnunet.presets import NETWORK_CLASS_NAME, PRESETS, MAPSegPreset
 
 
 def mapseg_block(preset: MAPSegPreset, intensity: Optional[dict]) -> dict:
-    return {"preset": preset.name, "intensity": intensity}
+    return {"preset": preset.name, "intensity": intensity, "mae_channels": list(preset.mae_channels)}
 
 
 def is_mapseg_configuration(configuration: dict) -> bool:

@@ -24,10 +24,11 @@ class MAPSegPreset:
     head_channels: int = 64
     head_groups: int = 8
     dropout: float = 0.1
+    mae_channels: Tuple[int, int] = (32, 16)  # MAE decoder widths (plans: configurations[c]['mapseg'])
 
     def arch_kwargs(self) -> Dict:
         kwargs = asdict(self)
-        for key in ("name", "plans_name", "patch_size", "batch_size"):
+        for key in ("name", "plans_name", "patch_size", "batch_size", "mae_channels"):
             kwargs.pop(key)
         kwargs["aspp_dilations"] = list(self.aspp_dilations)
         return kwargs
@@ -43,5 +44,5 @@ PRESETS: Dict[str, MAPSegPreset] = {
                           width=512),
     "cpu": MAPSegPreset(name="cpu", plans_name="MAPSegPlansCPU", patch_size=(48, 48, 48), batch_size=2,
                         width=32, encoder_groups=8, aspp_channels=32, aspp_dilations=(2, 4, 8),
-                        head_channels=16),
+                        head_channels=16, mae_channels=(16, 8)),
 }

@@ -200,3 +200,20 @@ def register_targets_entry(argv: Optional[List[str]] = None) -> None:
                   f"{t['configuration']}, test labels: {'yes' if t['has_test_labels'] else 'no'}")
     except DatasetError as e:
         raise SystemExit(f"ERROR: {e}")
+
+
+def training_domains(source_name: str, plans_identifier: str, configuration: str, data_identifier: str,
+                     roles: Sequence[str], identifiers: Optional[List[str]] = None) -> List[tuple]:
+    """``[(dataset name, nnU-Net dataset)]``: the source's preprocessed cases (``identifiers``, default all) and
+    every registered dataset of the given roles. Target datasets carry no labels (their seg is nnU-Net's
+    non-zero mask only)."""
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    _, preprocessed = _paths()
+    source_folder = join(preprocessed, source_name, data_identifier)
+    domains = [(source_name, infer_dataset_class(source_folder)(source_folder, identifiers))]
+    for entry in registered_targets(source_name, plans_identifier, configuration, roles):
+        folder = target_data_folder(entry)
+        if not isdir(folder):
+            raise DatasetError(f"{folder}: registered target data are missing; run mapseg_register_targets again")
+        domains.append((entry["dataset_name"], infer_dataset_class(folder)(folder)))
+    return domains

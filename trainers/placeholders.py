@@ -10,9 +10,5 @@ class _NotYetAvailable(nnUNetTrainerMAPSegBase):
                                   f"mapseg_nnunet; see the README's roadmap.")
 
 
-class nnUNetTrainerMAPSegMAE(_NotYetAvailable):
-    missing = "multi-scale masked-autoencoder pretraining"
-
-
 class nnUNetTrainerMAPSegTTA(_NotYetAvailable):
     missing = "test-time (source-free) adaptation"

@@ -214,3 +214,41 @@ class MAPSegNet(nn.Module):
         if with_aux:
             out["aux_logits"] = self.decoder(torch.cat([global_latent, global_latent], dim=1))
         return out
+
+
+class MAEDecoder(nn.Module):
+    """Light MAE decoder: ConvTranspose (x latent_stride) -> one residual block -> GroupNorm -> 3x3x3 conv ->
+    sigmoid (intensities are in [0, 1])."""
+
+    def __init__(self, width: int, out_channels: int, latent_stride: int, channels: Sequence[int] = (32, 16),
+                 num_groups: int = 8):
+        super().__init__()
+        self.upsample = nn.ConvTranspose3d(width, channels[0], latent_stride, stride=latent_stride)
+        self.block = ResidualBlock3d(channels[0], channels[1], 1, num_groups)
+        self.reconstruction = nn.Sequential(group_norm(channels[1], num_groups),
+                                            nn.Conv3d(channels[1], out_channels, 3, padding=1), nn.Sigmoid())
+
+    def forward(self, latent: torch.Tensor) -> torch.Tensor:
+        return self.reconstruction(self.block(self.upsample(latent)))
+
+
+class MAPSegMAENet(nn.Module):
+    """The MAPSeg encoder with the MAE decoder: one network reconstructs both scales (local patches and global
+    views go through the same encoder and decoder). Its ``encoder.*`` parameters have the names and shapes of
+    :class:`MAPSegNet`'s, so an MAE checkpoint initialises a segmentation network's encoder."""
+
+    def __init__(self, input_channels: int, width: int = 512, depth: int = 8, latent_stride: int = 4,
+                 encoder_groups: int = 32, mae_channels: Sequence[int] = (32, 16), mae_groups: int = 8):
+        super().__init__()
+        self.encoder = MAPSegEncoder(input_channels, width, depth, latent_stride, encoder_groups)
+        self.mae_decoder = MAEDecoder(width, input_channels, latent_stride, mae_channels, mae_groups)
+
+    @classmethod
+    def from_segmentation_kwargs(cls, input_channels: int, arch_kwargs: dict, mae_channels: Sequence[int],
+                                 mae_groups: int = 8) -> "MAPSegMAENet":
+        encoder_keys = ("width", "depth", "latent_stride", "encoder_groups")
+        return cls(input_channels, **{k: arch_kwargs[k] for k in encoder_keys if k in arch_kwargs},
+                   mae_channels=mae_channels, mae_groups=mae_groups)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mae_decoder(self.encoder(x))

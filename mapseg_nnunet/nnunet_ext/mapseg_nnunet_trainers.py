@@ -1,7 +1,9 @@
 """Shim for nnU-Net's ``nnUNet_extTrainer`` lookup: point the variable at this folder (``eval "$(mapseg_nnunet
 env)"``). nnU-Net imports this file as a top-level module and drops it afterwards; the classes keep their
 canonical ``mapseg_nnunet.trainers.*`` identity, so they stay picklable for spawned workers."""
-from mapseg_nnunet.trainers.placeholders import nnUNetTrainerMAPSegMAE, nnUNetTrainerMAPSegTTA  # noqa: F401
+from mapseg_nnunet.trainers.mae import (nnUNetTrainerMAPSegMAE, nnUNetTrainerMAPSegMAE_5epochs,  # noqa: F401
+                                        nnUNetTrainerMAPSegMAE_smoke)
+from mapseg_nnunet.trainers.placeholders import nnUNetTrainerMAPSegTTA  # noqa: F401
 from mapseg_nnunet.trainers.uda import (nnUNetTrainerMAPSegUDA, nnUNetTrainerMAPSegUDA_1epoch,  # noqa: F401
                                         nnUNetTrainerMAPSegUDA_5epochs, nnUNetTrainerMAPSegUDA_smoke)
 

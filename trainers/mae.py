@@ -1,0 +1,180 @@
+"""nnUNetTrainerMAPSegMAE: 3D multi-scale masked-autoencoder pretraining (paper Sec. 3.2, Suppl. Tab. 2).
+
+Every image of the source dataset and of its registered targets and pools (domain-balanced; labels ignored)
+yields a local patch and the whole case resized to the patch; 70 % of 8^3 (local) and 4^3 (global) cubes are
+zeroed; one encoder-decoder reconstructs both; loss = MSE on masked voxels, local + global. The checkpoint's
+encoder initialises the UDA / TTA trainers through stock ``-pretrained_weights`` (the MAE decoder is dropped)."""
+from time import perf_counter
+
+import numpy as np
+import torch
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.utilities.collate_outputs import collate_outputs
+
+from mapseg_nnunet.architectures import MAPSegMAENet
+from mapseg_nnunet.global_local import GlobalLocalAugmentation, NO_AUGMENTATION
+from mapseg_nnunet.masking import mask_volume, masked_mse, mean_intensity_baseline
+from mapseg_nnunet.schedules import ConstantThenCosineLR
+from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
+from mapseg_nnunet.visualization import save_reconstruction_png
+
+
+class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if self.intensity_settings is None:
+            raise RuntimeError("MAE pretraining reconstructs intensities in [0, 1] and needs MAPSeg plans: run "
+                               "mapseg_plan_and_preprocess -pl MAPSegPlanner (or MAPSegPlannerCPU) and train with "
+                               "-p MAPSegPlans (or MAPSegPlansCPU).")
+        # paper Suppl. Tab. 2: 300 epochs x 500 iterations at batch 4 = 150k iterations
+        self.mae_batch_size = 4
+        self.num_iterations_per_epoch = 250
+        self.num_epochs = 600
+        self.num_val_iterations_per_epoch = 10
+        self.initial_lr, self.weight_decay, self.betas, self.min_lr = 2e-4, 0.05, (0.9, 0.95), 1e-6
+        self.mask_ratio = 0.7
+        self.local_cube = 8
+        self.global_cube = None  # None: half the local cube
+        self.augmentation = GlobalLocalAugmentation()  # affine p 0.35, scale 0.75-1.5, +-40 deg, flips
+        self.domain_roles = ("target", "pool")
+        self.enable_deep_supervision = False
+        self._loader_wait = 0.0
+        self._step_time = 0.0
+        self._last_step_end = None
+
+    @staticmethod
+    def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
+                                   enable_deep_supervision=True):
+        return MAPSegMAENet.from_segmentation_kwargs(num_input_channels,
+                                                     configuration_manager.network_arch_init_kwargs,
+                                                     configuration_manager.configuration["mapseg"]["mae_channels"])
+
+    def _set_batch_size_and_oversample(self):
+        self.batch_size = self.mae_batch_size
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      betas=self.betas)
+        return optimizer, ConstantThenCosineLR(optimizer, self.initial_lr,
+                                               self.num_epochs * self.num_iterations_per_epoch,
+                                               self.num_iterations_per_epoch, self.min_lr)
+
+    def get_dataloaders(self):
+        from mapseg_nnunet.global_local import GlobalLocalDataLoader
+        from mapseg_nnunet.loading import wrap_in_augmenter
+        from mapseg_nnunet.targets import training_domains
+        domains = training_domains(self.plans_manager.dataset_name, self.plans_manager.plans_name,
+                                   self.configuration_name, self.configuration_manager.data_identifier,
+                                   self.domain_roles)
+        self.print_to_log_file("MAE domains (sampled uniformly): " + ", ".join(
+            f"{name} ({len(ds.identifiers)} cases)" for name, ds in domains))
+        patch = self.configuration_manager.patch_size
+        train = GlobalLocalDataLoader(domains, self.batch_size, patch, self.intensity_settings, self.augmentation,
+                                      with_labels=False)
+        val = GlobalLocalDataLoader(domains, self.batch_size, patch, self.intensity_settings, NO_AUGMENTATION,
+                                    with_labels=False, training=False)
+        return wrap_in_augmenter(train, val, self.device)
+
+    def _reconstruction_losses(self, batch: dict, generator=None):
+        x = batch["data"].to(self.device, non_blocking=True)
+        g = batch["global"].to(self.device, non_blocking=True)
+        global_cube = self.global_cube or self.local_cube // 2
+        x_masked, x_mask = mask_volume(x, self.local_cube, self.mask_ratio, generator)
+        g_masked, g_mask = mask_volume(g, global_cube, self.mask_ratio, generator)
+        reconstruction = self.network(torch.cat([x_masked, g_masked]))  # one pass: both scales, shared weights
+        rec_x, rec_g = reconstruction[:x.shape[0]], reconstruction[x.shape[0]:]
+        loss = masked_mse(rec_x, x, x_mask) + masked_mse(rec_g, g, g_mask)
+        baseline = masked_mse(mean_intensity_baseline(x, x_mask), x, x_mask) + \
+            masked_mse(mean_intensity_baseline(g, g_mask), g, g_mask)
+        views = {"local": (x_masked, rec_x, x), "global": (g_masked, rec_g, g)}
+        return loss, baseline, views
+
+    def train_step(self, batch: dict) -> dict:
+        start = perf_counter()
+        if self._last_step_end is not None:
+            self._loader_wait += start - self._last_step_end
+        self.optimizer.zero_grad(set_to_none=True)
+        loss, _, _ = self._reconstruction_losses(batch)
+        loss.backward()
+        self.optimizer.step()
+        self.lr_scheduler.step_iteration()
+        self._last_step_end = perf_counter()
+        self._step_time += self._last_step_end - start
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def on_train_epoch_start(self):
+        self._loader_wait, self._step_time, self._last_step_end = 0.0, 0.0, None
+        super().on_train_epoch_start()
+
+    def on_train_epoch_end(self, train_outputs):
+        super().on_train_epoch_end(train_outputs)
+        n = max(1, self.num_iterations_per_epoch)
+        total = self._loader_wait + self._step_time
+        self.print_to_log_file(f"iteration time {self._step_time / n:.3f} s, data-loader wait share "
+                               f"{self._loader_wait / total if total else 0:.1%}")
+
+    def validation_step(self, batch: dict) -> dict:
+        generator = torch.Generator(device=self.device).manual_seed(len(self._val_examples))
+        loss, baseline, views = self._reconstruction_losses(batch, generator)
+        if not self._val_examples:
+            self._val_examples.append({k: tuple(t[0].detach().cpu().numpy() for t in v) for k, v in views.items()})
+        else:
+            self._val_examples.append(None)
+        return {"loss": loss.detach().cpu().numpy(), "baseline": baseline.detach().cpu().numpy()}
+
+    def on_validation_epoch_start(self):
+        self._val_examples = []
+        super().on_validation_epoch_start()
+
+    def on_validation_epoch_end(self, val_outputs):
+        outputs = collate_outputs(val_outputs)
+        loss, baseline = float(np.mean(outputs["loss"])), float(np.mean(outputs["baseline"]))
+        skill = 1 - loss / baseline if baseline > 0 else 0.0
+        # nnU-Net's logger and best-checkpoint logic track 'mean_fg_dice'; for MAE it is the reconstruction skill
+        self.logger.log("mean_fg_dice", skill, self.current_epoch)
+        self.logger.log("dice_per_class_or_region", [skill], self.current_epoch)
+        self.logger.log("val_losses", loss, self.current_epoch)
+        self.print_to_log_file(f"masked-voxel MSE {loss:.5f} (mean-intensity baseline {baseline:.5f}, "
+                               f"reconstruction skill {skill:.3f})")
+        if self.local_rank == 0 and self._val_examples:
+            save_reconstruction_png(self._val_examples[0], join(self.output_folder, "mae_reconstructions",
+                                                                f"epoch_{self.current_epoch:04d}.png"))
+
+    def on_epoch_end(self):
+        """nnU-Net's epoch end with MAE wording: checkpoint_best follows the reconstruction skill's EMA."""
+        from time import time
+        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
+        get = self.logger.get_value
+        self.print_to_log_file(f"train masked-voxel MSE {get('train_losses', step=-1):.5f}, epoch time "
+                               f"{get('epoch_end_timestamps', step=-1) - get('epoch_start_timestamps', step=-1):.1f} s")
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
+        if self._best_ema is None or get("ema_fg_dice", step=-1) > self._best_ema:
+            self._best_ema = get("ema_fg_dice", step=-1)
+            self.print_to_log_file(f"New best reconstruction skill (EMA): {self._best_ema:.4f}")
+            self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("MAE pretraining: no segmentation to validate. This checkpoint's encoder initialises "
+                               "nnUNetTrainerMAPSegUDA / TTA through nnUNetv2_train ... -pretrained_weights "
+                               f"{join(self.output_folder, 'checkpoint_final.pth')} (only encoder.* transfers).")
+
+
+class nnUNetTrainerMAPSegMAE_5epochs(nnUNetTrainerMAPSegMAE):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 5
+
+
+class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
+    """2 epochs of 4 iterations: demo and tests."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 2
+        self.num_iterations_per_epoch = 4
+        self.num_val_iterations_per_epoch = 2
