@@ -5,6 +5,7 @@ set -euo pipefail
 eval "$(mapseg_nnunet env)"
 SOURCE=951
 TARGETS="952 953 954"
+MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_smoke}
 TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_smoke}
 PLANS=MAPSegPlansCPU
 
@@ -16,8 +17,12 @@ echo "== plan + preprocess the source (MAPSegPlannerCPU -> plans ${PLANS})"
 mapseg_plan_and_preprocess -d ${SOURCE} -pl MAPSegPlannerCPU -np 1 -npfp 1
 echo "== register the unlabeled targets to the source"
 mapseg_register_targets -s ${SOURCE} -t ${TARGETS} -p ${PLANS}
-echo "== training (${TRAINER})"
-nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1} nnUNetv2_train ${SOURCE} 3d_fullres 0 -tr ${TRAINER} -p ${PLANS} -device cpu
+export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
+echo "== MAE pretraining on source + targets (${MAE_TRAINER})"
+nnUNetv2_train ${SOURCE} 3d_fullres all -tr ${MAE_TRAINER} -p ${PLANS} -device cpu
+MAE_CHECKPOINT="${nnUNet_results}/$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")/${MAE_TRAINER}__${PLANS}__3d_fullres/fold_all/checkpoint_final.pth"
+echo "== segmentation training from the MAE encoder (${TRAINER})"
+nnUNetv2_train ${SOURCE} 3d_fullres 0 -tr ${TRAINER} -p ${PLANS} -device cpu -pretrained_weights "${MAE_CHECKPOINT}"
 echo "== prediction on each target's held-out test images, Dice against their test labels"
 for T in ${TARGETS}; do
     FOLDER=$(ls -d "${nnUNet_raw}"/Dataset${T}_*)
