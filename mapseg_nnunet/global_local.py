@@ -210,3 +210,16 @@ class GlobalLocalDataLoader(DataLoader):
         batch["domain"] = torch.as_tensor(domains, dtype=torch.int64)
         batch["keys"] = keys
         return batch
+
+
+class SourceTargetLoader(DataLoader):
+    """One batch of labeled source samples and one of unlabeled target samples per call
+    (``{'source': ..., 'target': ...}``; ``target`` is None without registered targets)."""
+
+    def __init__(self, source: GlobalLocalDataLoader, target: Optional[GlobalLocalDataLoader]):
+        super().__init__([source, target], source.batch_size, 1, None, True, False, True)
+        self.source, self.target = source, target
+
+    def generate_train_batch(self):
+        return {"source": self.source.generate_train_batch(),
+                "target": self.target.generate_train_batch() if self.target is not None else None}

@@ -1,11 +1,11 @@
-"""Common base of the MAPSeg trainers: MAPSeg plans (or stock plans adapted on the fly), the MAPSeg network,
-whole-case intensity normalisation, AdamW."""
+"""Common base of the MAPSeg trainers: MAPSeg plans (or stock plans adapted on the fly), the MAPSeg network with
+its intensity settings (applied to whole cases by the data loaders and the predictor hook), AdamW, atomic
+checkpoints."""
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
 from mapseg_nnunet.atomic import atomic_path
-from mapseg_nnunet.data import IntensityNormalizedDataset
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.plans import adapt_plans, preset_for_device
 
@@ -52,11 +52,6 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
                                       betas=(0.9, 0.999))
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
-
-    def get_tr_and_val_datasets(self):
-        dataset_tr, dataset_val = super().get_tr_and_val_datasets()
-        return (IntensityNormalizedDataset(dataset_tr, self.intensity_settings, training=True),
-                IntensityNormalizedDataset(dataset_val, self.intensity_settings, training=False))
 
     def save_checkpoint(self, filename: str) -> None:
         """nnU-Net's checkpoint, written to a temporary file and renamed (never half-written)."""

@@ -1,15 +1,206 @@
-"""nnUNetTrainerMAPSegUDA: centralized MAPSeg UDA.
+"""nnUNetTrainerMAPSegUDA: centralized MAPSeg UDA (paper Eq. 8) on the source and its registered targets.
 
-Current state: trains the MAPSeg network (patch-only global context) on the labeled source with nnU-Net's
-Dice+CE; the adaptation terms (masked pseudo-labeling with an EMA teacher, GLC on the registered targets) are
-not wired in yet."""
+Warm-up (``warmup_iterations``) on the labeled source with Eq. 9; then the EMA teacher is copied from the student
+and every iteration adds the target terms on a target batch (masked pseudo-labeling + GLC). Selection: Score =
+source validation Dice - 0.5 x epoch-mean L_MPL drives ``checkpoint_best.pth`` and early stopping. Without
+registered targets (or on plans that have none) it trains the source terms only and says so."""
+import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
+from mapseg_nnunet.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION, \
+    SourceTargetLoader
+from mapseg_nnunet.loading import wrap_in_augmenter
+from mapseg_nnunet.schedules import CosineWarmRestartsLR
+from mapseg_nnunet.targets import registered_targets, training_domains
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
+from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
+                               selection_score, source_loss, target_loss)
 
 
 class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
-    pass
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        # paper Suppl. Tab. 3: 100 epochs x 100 iterations = 10k iterations, warm-up 1,000, patience 50 epochs
+        self.num_iterations_per_epoch = 250
+        self.num_epochs = 40
+        self.warmup_iterations = 1000
+        self.patience_epochs = 20
+        self.initial_lr, self.weight_decay, self.betas = 1e-4, 0.01, (0.9, 0.999)
+        self.loss_weights = MAPSegLossWeights()
+        self.masking = MaskingSettings()
+        self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
+        self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
+        self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
+        self.source_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.4), rotation_degrees=30,
+                                                           flip_probability=0)
+        self.target_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.3), rotation_degrees=30,
+                                                           flip_probability=0)
+        self.teacher = None
+        self.iteration = 0
+        self.teacher_steps = 0
+        self.score_history, self.best_score, self.epochs_without_improvement = [], None, 0
+        self._epoch_mpl = []
+
+    # ---- data
+    def get_dataloaders(self):
+        tr_keys, val_keys = self.do_split()
+        source, plans, config = self.plans_manager.dataset_name, self.plans_manager.plans_name, \
+            self.configuration_name
+        data_id = self.configuration_manager.data_identifier
+        source_tr = training_domains(source, plans, config, data_id, (), tr_keys)
+        source_val = training_domains(source, plans, config, data_id, (), val_keys)
+        targets = training_domains(source, plans, config, data_id, ("target",))[1:]
+        if targets:
+            self.print_to_log_file("UDA targets (sampled uniformly): " + ", ".join(
+                f"{name} ({len(ds.identifiers)} cases)" for name, ds in targets))
+        else:
+            self.print_to_log_file(f"WARNING: no target dataset is registered to {source} for plans {plans}; "
+                                   f"training the source terms only (register targets with "
+                                   f"mapseg_register_targets -s {source} -t ... -p {plans}).")
+        patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
+        train = SourceTargetLoader(
+            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True),
+            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False)
+            if targets else None)
+        val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
+                                    training=False)
+        self.has_targets = bool(targets)
+        return wrap_in_augmenter(train, val, self.device)
+
+    def _to_device(self, batch):
+        out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
+        for key in ("target", "global_target"):
+            if key in out:
+                out[key] = out[key].clamp_min(0).long()  # nnU-Net's -1 (outside the non-zero mask) = background
+        return out
+
+    # ---- training
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      betas=self.betas)
+        return optimizer, CosineWarmRestartsLR(optimizer, self.initial_lr, self.num_iterations_per_epoch)
+
+    def _seg_loss(self, logits, target):
+        return self.loss(logits, target)
+
+    def train_step(self, batch: dict) -> dict:
+        self.optimizer.zero_grad(set_to_none=True)
+        source = self._to_device(batch["source"])
+        loss, parts = source_loss(self.network, self._seg_loss, source, self.loss_weights, self.masking)
+        adapt = batch["target"] is not None and self.loss_weights.use_mpl and \
+            self.iteration >= self.warmup_iterations
+        if adapt:
+            if self.teacher is None:
+                self.teacher = make_teacher(self.network)
+                self.print_to_log_file(f"Iteration {self.iteration}: warm-up done, EMA teacher initialised from "
+                                       f"the student")
+            self.teacher.train(self.teacher_dropout)
+            t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
+                                          self._to_device(batch["target"]), self.loss_weights, self.masking)
+            loss = loss + t_loss
+            self._epoch_mpl.append(t_parts["mpl"])
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+        self.optimizer.step()
+        self.lr_scheduler.step_iteration()
+        if adapt:
+            ema_update(self.teacher, self.network, ema_alpha(self.teacher_steps, self.ema_schedule))
+            self.teacher_steps += 1
+        self.iteration += 1
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def on_train_epoch_start(self):
+        self._epoch_mpl = []
+        self.iteration = self.current_epoch * self.num_iterations_per_epoch
+        super().on_train_epoch_start()
+
+    # ---- validation and selection
+    def validation_step(self, batch: dict) -> dict:
+        batch = self._to_device(batch)
+        out = self.network.forward_glc(batch["data"], batch["global"], batch["box"], with_aux=False)
+        target = batch["target"]
+        loss = self.loss(out["logits"], target)
+        prediction = torch.zeros_like(out["logits"]).scatter_(1, out["logits"].argmax(1, keepdim=True), 1)
+        tp, fp, fn, _ = get_tp_fp_fn_tn(prediction, target, axes=[0, 2, 3, 4])
+        return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp[1:].detach().cpu().numpy(),
+                "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
+
+    def on_validation_epoch_end(self, val_outputs):
+        super().on_validation_epoch_end(val_outputs)
+        dice = float(self.logger.get_value("mean_fg_dice", step=-1))
+        mpl = float(np.mean(self._epoch_mpl)) if self._epoch_mpl else 0.0  # 0 during warm-up (reference)
+        score = selection_score(dice, mpl)
+        self.score_history.append({"epoch": self.current_epoch, "source_dice": dice, "mpl": mpl, "score": score,
+                                   "alpha": ema_alpha(self.teacher_steps, self.ema_schedule)
+                                   if self.teacher is not None else None})
+        self.print_to_log_file(f"source val Dice {dice:.4f}, L_MPL {mpl:.4f}, Score {score:.4f}, EMA alpha "
+                               f"{self.score_history[-1]['alpha']}")
+
+    def on_epoch_end(self):
+        score = self.score_history[-1]["score"]
+        improved = self.best_score is None or score > self.best_score
+        if improved:
+            self.best_score, self.epochs_without_improvement = score, 0
+            self.print_to_log_file(f"New best Score: {score:.4f}")
+            self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
+        else:
+            self.epochs_without_improvement += 1
+        self._best_ema = float("inf")  # checkpoint_best follows Score, not nnU-Net's EMA pseudo Dice
+        super().on_epoch_end()
+
+    def run_training(self):
+        self.on_train_start()
+        for epoch in range(self.current_epoch, self.num_epochs):
+            if self.epochs_without_improvement > self.patience_epochs:
+                self.print_to_log_file(f"Early stop: Score did not improve for {self.patience_epochs} epochs")
+                break
+            self.on_epoch_start()
+            self.on_train_epoch_start()
+            outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
+            self.on_train_epoch_end(outputs)
+            with torch.no_grad():
+                self.on_validation_epoch_start()
+                val = [self.validation_step(next(self.dataloader_val))
+                       for _ in range(self.num_val_iterations_per_epoch)]
+                self.on_validation_epoch_end(val)
+            self.on_epoch_end()
+        self.on_train_end()
+
+    # ---- checkpoints: network_weights = the predicting network; teacher, EMA step and Score history kept
+    def save_checkpoint(self, filename: str) -> None:
+        super().save_checkpoint(filename)
+        if self.local_rank != 0 or self.disable_checkpointing:
+            return
+        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+        student = checkpoint["network_weights"]
+        teacher = self.teacher.state_dict() if self.teacher is not None else None
+        if self.predict_with == "teacher" and teacher is not None:
+            checkpoint["network_weights"] = teacher
+        checkpoint["mapseg"] = {"student_weights": student, "teacher_weights": teacher,
+                                "predict_with": self.predict_with, "teacher_steps": self.teacher_steps,
+                                "score_history": self.score_history, "best_score": self.best_score,
+                                "epochs_without_improvement": self.epochs_without_improvement}
+        from mapseg_nnunet.atomic import torch_save_atomic
+        torch_save_atomic(checkpoint, filename)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False) \
+            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
+        extra = checkpoint.get("mapseg")
+        if extra is None:
+            return
+        self.network.load_state_dict(extra["student_weights"])
+        if extra["teacher_weights"] is not None:
+            self.teacher = make_teacher(self.network)
+            self.teacher.load_state_dict(extra["teacher_weights"])
+        self.teacher_steps = extra["teacher_steps"]
+        self.score_history = extra["score_history"]
+        self.best_score = extra["best_score"]
+        self.epochs_without_improvement = extra["epochs_without_improvement"]
 
 
 class nnUNetTrainerMAPSegUDA_5epochs(nnUNetTrainerMAPSegUDA):
@@ -25,13 +216,15 @@ class nnUNetTrainerMAPSegUDA_1epoch(nnUNetTrainerMAPSegUDA):
 
 
 class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
-    """2 epochs of 4 iterations (2 validation iterations), no test-time mirroring: demo and tests."""
+    """2 epochs of 4 iterations (warm-up 4, so epoch 1 adapts), 2 validation iterations, no test-time mirroring:
+    demo and tests."""
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
+        self.warmup_iterations = 4
 
     def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
         settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
