@@ -13,7 +13,7 @@ from mapseg_nnunet.global_local import GlobalLocalAugmentation, GlobalLocalDataL
     SourceTargetLoader
 from mapseg_nnunet.loading import wrap_in_augmenter
 from mapseg_nnunet.schedules import CosineWarmRestartsLR
-from mapseg_nnunet.targets import registered_targets, training_domains
+from mapseg_nnunet.targets import training_domains
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
 from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
                                selection_score, source_loss, target_loss)
