@@ -42,7 +42,7 @@ class MAPSegPreset:
 PRESETS: Dict[str, MAPSegPreset] = {
     "paper": MAPSegPreset(name="paper", plans_name="MAPSegPlans", patch_size=(96, 96, 96), batch_size=1,
                           width=512),
-    "cpu": MAPSegPreset(name="cpu", plans_name="MAPSegPlansCPU", patch_size=(48, 48, 48), batch_size=2,
-                        width=32, encoder_groups=8, aspp_channels=32, aspp_dilations=(2, 4, 8),
+    "cpu": MAPSegPreset(name="cpu", plans_name="MAPSegPlansCPU", patch_size=(32, 32, 32), batch_size=2,
+                        width=32, encoder_groups=8, aspp_channels=32, aspp_dilations=(1, 3, 5),
                         head_channels=16, mae_channels=(16, 8)),
 }

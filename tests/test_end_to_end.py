@@ -56,7 +56,7 @@ p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=False, use_mirroring=False,
 p.initialize_from_trained_model_folder(os.path.join(os.environ['nnUNet_results'], 'Dataset901_Synthetic',
     'nnUNetTrainerMAPSegUDA_smoke__MAPSegPlansCPU__3d_fullres'), (0,), 'checkpoint_final.pth')
 rng = np.random.default_rng(0)
-raw = (rng.uniform(0, 300, (1, 48, 48, 48)) * (rng.random((1, 48, 48, 48)) > 0.3)).astype(np.float32)
+raw = (rng.uniform(0, 300, (1, 32, 32, 32)) * (rng.random((1, 32, 32, 32)) > 0.3)).astype(np.float32)  # one patch
 hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw)).float()
 net = p.network.eval()
 with torch.no_grad():
@@ -94,7 +94,7 @@ def test_exact_user_command_on_stock_plans(planned_dataset, tmp_path):
         proc.wait(timeout=60)
     plans = json.load(open(os.path.join(model, "plans.json")))
     cfg = plans["configurations"]["3d_fullres"]
-    assert cfg["architecture"]["network_class_name"].endswith("MAPSegNet") and cfg["patch_size"] == [48, 48, 48]
+    assert cfg["architecture"]["network_class_name"].endswith("MAPSegNet") and cfg["patch_size"] == [32, 32, 32]
     assert cfg["mapseg"] == {"preset": "cpu", "intensity": None}
     assert cfg["normalization_schemes"] == ["ZScoreNormalization"]  # nnU-Net's own normalisation is kept
     assert "not MAPSeg plans" in log_path.read_text()

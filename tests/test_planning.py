@@ -17,7 +17,7 @@ def test_cpu_plans_content(planned_dataset):
     plans = json.load(open(os.path.join(folder, "MAPSegPlansCPU.json")))
     assert list(plans["configurations"]) == ["3d_fullres"]
     cfg = plans["configurations"]["3d_fullres"]
-    assert cfg["patch_size"] == [48, 48, 48] and cfg["batch_size"] == 2
+    assert cfg["patch_size"] == [32, 32, 32] and cfg["batch_size"] == 2
     assert cfg["architecture"]["network_class_name"] == "mapseg_nnunet.architectures.mapseg_net.MAPSegNet"
     assert cfg["architecture"]["arch_kwargs"]["width"] == 32
     assert cfg["normalization_schemes"] == ["NoNormalization"]
