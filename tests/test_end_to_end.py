@@ -95,7 +95,7 @@ def test_exact_user_command_on_stock_plans(planned_dataset, tmp_path):
     plans = json.load(open(os.path.join(model, "plans.json")))
     cfg = plans["configurations"]["3d_fullres"]
     assert cfg["architecture"]["network_class_name"].endswith("MAPSegNet") and cfg["patch_size"] == [32, 32, 32]
-    assert cfg["mapseg"] == {"preset": "cpu", "intensity": None}
+    assert cfg["mapseg"]["preset"] == "cpu" and cfg["mapseg"]["intensity"] is None
     assert cfg["normalization_schemes"] == ["ZScoreNormalization"]  # nnU-Net's own normalisation is kept
     assert "not MAPSeg plans" in log_path.read_text()
 
