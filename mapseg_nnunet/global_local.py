@@ -122,6 +122,15 @@ def sample_local_start(box: np.ndarray, patch: Sequence[int], shape: Sequence[in
     return start
 
 
+def box_in_global_view(start: Sequence[int], patch: Sequence[int], foreground: np.ndarray) -> np.ndarray:
+    """(3, 2) float32 box ``[lo, hi)`` of the local patch starting at ``start`` inside the global view (the
+    ``foreground`` box (3, 2) of the case resized to ``patch``), clipped to the view: step 6 above."""
+    start, patch = np.asarray(start, dtype=np.float64), np.asarray(patch, dtype=np.float64)
+    scale = patch / (foreground[:, 1] - foreground[:, 0])
+    box = np.stack([(start - foreground[:, 0]) * scale, (start + patch - foreground[:, 0]) * scale], axis=1)
+    return np.clip(box, 0, patch[:, None]).astype(np.float32)
+
+
 def resize(volume: np.ndarray, size: Sequence[int], mode: str) -> np.ndarray:
     """(C, X, Y, Z) -> (C, *size); ``trilinear`` (align_corners=False) or ``nearest``."""
     t = torch.from_numpy(np.ascontiguousarray(volume)).float()[None]
@@ -145,14 +154,11 @@ def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Seq
     start = sample_local_start(box, patch, image.shape[1:], rng)
     local = tuple(slice(s, s + p) for s, p in zip(start, patch))
     crop = tuple(slice(lo, hi) for lo, hi in box)
-    size = box[:, 1] - box[:, 0]
     out = {
         "data": image[(slice(None),) + local],
         "global": resize(image[(slice(None),) + crop], patch, "trilinear"),
-        "box": np.stack([(start - box[:, 0]) * np.array(patch) / size,
-                         (start + np.array(patch) - box[:, 0]) * np.array(patch) / size], axis=1).astype(np.float32),
+        "box": box_in_global_view(start, patch, box),
     }
-    out["box"] = np.clip(out["box"], 0, np.array(patch, dtype=np.float32)[:, None])
     if seg is not None:
         out["target"] = seg[(slice(None),) + local]
         out["global_target"] = resize(seg[(slice(None),) + crop], patch, "nearest")

@@ -23,10 +23,21 @@ def _predict_and_check(root, env, trainer, plans, tmp_path):
                    inp / f"{case}_0000.nii.gz")
     run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", "901", "-c", "3d_fullres", "-tr", trainer,
          "-p", plans, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+    api = tmp_path / f"api_{plans}"
+    code = f"""
+import os, torch
+from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+p = nnUNetPredictor(use_mirroring=False, device=torch.device('cpu'))
+p.initialize_from_trained_model_folder(os.path.join(os.environ['nnUNet_results'], '{RESULTS}',
+    '{trainer}__{plans}__3d_fullres'), (0,), 'checkpoint_final.pth')
+p.predict_from_files('{inp}', '{api}', num_processes_preprocessing=1, num_processes_segmentation_export=1)
+"""
+    run(["python", "-c", code], env, cwd=root)
     for case in ("case000", "case001"):
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / f"{case}.nii.gz")))
         image = sitk.GetArrayFromImage(sitk.ReadImage(str(inp / f"{case}_0000.nii.gz")))
         assert pred.shape == image.shape and set(np.unique(pred)) <= {0, 1, 2}
+        assert np.array_equal(pred, sitk.GetArrayFromImage(sitk.ReadImage(str(api / f"{case}.nii.gz"))))
 
 
 def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
@@ -45,26 +56,32 @@ def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
     _predict_and_check(root, env, trainer, "MAPSegPlansCPU", tmp_path)
 
 
-def test_predictor_hook_equals_plain_normalize_then_predict(planned_dataset):
-    """nnUNetPredictor (Python API) on a MAPSeg model == the network applied to the case normalised by hand."""
+def test_predictor_hook_is_glc_on_the_normalised_case(planned_dataset):
+    """nnUNetPredictor (Python API) on a MAPSeg model == MAPSeg normalisation + the library's GLC sliding window
+    (itself tested against a plain reimplementation), with nnU-Net's Gaussian weighting and mirroring; and
+    different from nnU-Net's own patch-wise sliding window."""
     root, env = planned_dataset
     code = r"""
 import os, numpy as np, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from mapseg_nnunet.intensity import normalize_case
-p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=False, use_mirroring=False, device=torch.device('cpu'))
+from mapseg_nnunet.inference.glc import glc_sliding_window_logits
+p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=torch.device('cpu'))
 p.initialize_from_trained_model_folder(os.path.join(os.environ['nnUNet_results'], 'Dataset901_Synthetic',
     'nnUNetTrainerMAPSegUDA_smoke__MAPSegPlansCPU__3d_fullres'), (0,), 'checkpoint_final.pth')
+p.allowed_mirroring_axes = (0, 1, 2)
 rng = np.random.default_rng(0)
-raw = (rng.uniform(0, 300, (1, 32, 32, 32)) * (rng.random((1, 32, 32, 32)) > 0.3)).astype(np.float32)  # one patch
-hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw)).float()
+raw = np.zeros((1, 44, 40, 36), dtype=np.float32)
+raw[0, 4:-4, 3:-3, 2:-2] = rng.uniform(20, 300, (36, 34, 32))
+hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw))
 net = p.network.eval()
-with torch.no_grad():
-    plain = net(torch.from_numpy(normalize_case(raw, net.mapseg_intensity))[None])[0]
-    unnormalised = net(torch.from_numpy(raw)[None])[0]
-assert torch.allclose(hooked, plain, atol=1e-2), (hooked - plain).abs().max()
-assert not torch.allclose(hooked, unnormalised, atol=1e-2)
-print('EQUAL', float((hooked - plain).abs().max()))
+normalised = torch.from_numpy(normalize_case(raw, net.mapseg_intensity))
+library = glc_sliding_window_logits(net, normalised, (32, 32, 32), 3, 0.5, True, (0, 1, 2))
+patch_wise = type(p).predict_sliding_window_return_logits._mapseg_original(p, normalised).float()
+assert hooked.shape == (3, 44, 40, 36)
+assert torch.equal(hooked, library), (hooked - library).abs().max()
+assert (hooked - patch_wise).abs().max() > 1e-3
+print('EQUAL')
 """
     out = run(["python", "-c", code], env, cwd=root)
     assert "EQUAL" in out.stdout

@@ -33,14 +33,19 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
     def intensity_settings(self):
         return self.configuration_manager.configuration["mapseg"]["intensity"]
 
-    @staticmethod
-    def build_network_architecture(plans_manager: PlansManager, configuration_manager: ConfigurationManager,
+    # Prediction (nnUNetv2_predict, --val, final validation) with global-local collaboration; variants trained
+    # without GLC predict with the patch as its own context.
+    glc_inference = True
+
+    @classmethod
+    def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
                                    enable_deep_supervision: bool = True) -> torch.nn.Module:
         network = nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager,
                                                            num_input_channels, num_output_channels,
                                                            enable_deep_supervision=False)
         network.mapseg_intensity = configuration_manager.configuration["mapseg"]["intensity"]
+        network.mapseg_glc_inference = cls.glc_inference
         predictor_hook.install()
         return network
 

@@ -29,7 +29,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.warmup_iterations = 1000
         self.patience_epochs = 20
         self.initial_lr, self.weight_decay, self.betas = 1e-4, 0.01, (0.9, 0.999)
-        self.loss_weights = MAPSegLossWeights()
+        self.loss_weights = MAPSegLossWeights(use_glc=self.glc_inference)
         self.masking = MaskingSettings()
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
@@ -120,10 +120,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     # ---- validation and selection
     def validation_step(self, batch: dict) -> dict:
         batch = self._to_device(batch)
-        out = self.network.forward_glc(batch["data"], batch["global"], batch["box"], with_aux=False)
+        logits = self.network.forward_glc(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
+            if self.loss_weights.use_glc else self.network(batch["data"])
         target = batch["target"]
-        loss = self.loss(out["logits"], target)
-        prediction = torch.zeros_like(out["logits"]).scatter_(1, out["logits"].argmax(1, keepdim=True), 1)
+        loss = self.loss(logits, target)
+        prediction = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)
         tp, fp, fn, _ = get_tp_fp_fn_tn(prediction, target, axes=[0, 2, 3, 4])
         return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp[1:].detach().cpu().numpy(),
                 "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
@@ -201,6 +202,20 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.score_history = extra["score_history"]
         self.best_score = extra["best_score"]
         self.epochs_without_improvement = extra["epochs_without_improvement"]
+
+
+class nnUNetTrainerMAPSegUDA_noGLC(nnUNetTrainerMAPSegUDA):
+    """Ablation (paper Table 5): no global view, no global terms; training and prediction on local patches."""
+    glc_inference = False
+
+
+class nnUNetTrainerMAPSegUDA_noMPL(nnUNetTrainerMAPSegUDA):
+    """Ablation (paper Table 5) and source-only baseline: the source terms of Eq. 9 (masking + GLC), no target
+    terms, no teacher."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.loss_weights.use_mpl = False
 
 
 class nnUNetTrainerMAPSegUDA_5epochs(nnUNetTrainerMAPSegUDA):

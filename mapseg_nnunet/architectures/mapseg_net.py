@@ -17,7 +17,7 @@ loaded by nnU-Net), the encoder under ``encoder``.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -198,6 +198,14 @@ class MAPSegNet(nn.Module):
         latent = self.encoder(x)
         return self.decoder(torch.cat([latent, latent], dim=1))
 
+    def fuse(self, local_latent: torch.Tensor, global_latent: torch.Tensor, boxes: torch.Tensor
+             ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Local logits from the local latent and the global latent cropped at ``boxes`` (global-view voxels) and
+        resized to the local latent; also returns that crop. Inference computes ``global_latent`` once per case."""
+        boxes_latent = latent_boxes(boxes, self.latent_stride, global_latent.shape[2:])
+        global_crop = crop_and_resize(global_latent, boxes_latent, local_latent.shape[2:])
+        return self.decoder(torch.cat([local_latent, global_crop], dim=1)), global_crop
+
     def forward_glc(self, x: torch.Tensor, global_image: torch.Tensor, boxes: torch.Tensor,
                     with_aux: bool = True) -> Dict[str, torch.Tensor]:
         """Local patch ``x`` (B, C, *patch), the whole case resized to the patch size ``global_image`` and the
@@ -207,10 +215,8 @@ class MAPSegNet(nn.Module):
         same decoder), and the latents used by the cosine regulariser."""
         local_latent = self.encoder(x)
         global_latent = self.encoder(global_image)
-        boxes_latent = latent_boxes(boxes, self.latent_stride, global_latent.shape[2:])
-        global_crop = crop_and_resize(global_latent, boxes_latent, local_latent.shape[2:])
-        out = {"logits": self.decoder(torch.cat([local_latent, global_crop], dim=1)),
-               "local_latent": local_latent, "global_crop": global_crop}
+        logits, global_crop = self.fuse(local_latent, global_latent, boxes)
+        out = {"logits": logits, "local_latent": local_latent, "global_crop": global_crop}
         if with_aux:
             out["aux_logits"] = self.decoder(torch.cat([global_latent, global_latent], dim=1))
         return out

@@ -1,5 +1,7 @@
-"""The one hook MAPSeg needs in nnU-Net's predictor: whole-case intensity normalisation before the sliding
-window, for networks that declare MAPSeg intensity settings.
+"""The one hook MAPSeg needs in nnU-Net's predictor. For networks that declare MAPSeg settings it (1) normalises the
+whole case in MAPSeg's intensity convention before the sliding window and (2) replaces nnU-Net's patch-wise sliding
+window by the global-local one (:mod:`mapseg_nnunet.inference.glc`), driven by the predictor's own settings
+(``tile_step_size``, ``use_gaussian``, ``use_mirroring`` / ``allowed_mirroring_axes``, device, tqdm).
 
 ``nnUNetv2_predict`` only ever runs a trainer's static ``build_network_architecture``; MAPSeg trainers call
 :func:`install` there, so the hook is active exactly when a MAPSeg network is built. The wrapped method is
@@ -8,6 +10,7 @@ window, for networks that declare MAPSeg intensity settings.
 hook refuses nnunetv2 versions it was not tested against."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from importlib.metadata import version
 
@@ -15,6 +18,7 @@ import torch
 
 SUPPORTED_NNUNET_MINOR = "2.8"
 INTENSITY_ATTRIBUTE = "mapseg_intensity"
+GLC_ATTRIBUTE = "mapseg_glc_inference"
 
 
 def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
@@ -50,8 +54,26 @@ def install() -> None:
 
     @functools.wraps(original)
     def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
-        return original(self, normalize_for_network(self.network, input_image))
+        image = normalize_for_network(self.network, input_image)
+        if getattr(unwrap_network(self.network), GLC_ATTRIBUTE, False):
+            return predict_glc(self, image)
+        return original(self, image)
 
     predict_sliding_window_return_logits._mapseg_hook = True
     predict_sliding_window_return_logits._mapseg_original = original
     nnUNetPredictor.predict_sliding_window_return_logits = predict_sliding_window_return_logits
+
+
+def predict_glc(predictor, image: torch.Tensor) -> torch.Tensor:
+    """GLC sliding window with the settings of an ``nnUNetPredictor``; logits on the CPU unless the predictor
+    keeps everything on its device."""
+    from mapseg_nnunet.inference.glc import glc_sliding_window_logits
+    network = unwrap_network(predictor.network).to(predictor.device).eval()
+    on_device = predictor.perform_everything_on_device and predictor.device.type != "cpu"
+    autocast = torch.autocast(predictor.device.type) if predictor.device.type == "cuda" else contextlib.nullcontext()
+    with torch.inference_mode(), autocast:
+        return glc_sliding_window_logits(
+            network, image, predictor.configuration_manager.patch_size,
+            predictor.label_manager.num_segmentation_heads, predictor.tile_step_size, predictor.use_gaussian,
+            predictor.allowed_mirroring_axes if predictor.use_mirroring else None, predictor.device,
+            predictor.device if on_device else torch.device("cpu"), progress=predictor.allow_tqdm)

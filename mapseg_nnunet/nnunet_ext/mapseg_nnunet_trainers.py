@@ -5,5 +5,6 @@ from mapseg_nnunet.trainers.mae import (nnUNetTrainerMAPSegMAE, nnUNetTrainerMAP
                                         nnUNetTrainerMAPSegMAE_smoke)
 from mapseg_nnunet.trainers.placeholders import nnUNetTrainerMAPSegTTA  # noqa: F401
 from mapseg_nnunet.trainers.uda import (nnUNetTrainerMAPSegUDA, nnUNetTrainerMAPSegUDA_1epoch,  # noqa: F401
-                                        nnUNetTrainerMAPSegUDA_5epochs, nnUNetTrainerMAPSegUDA_smoke)
+                                        nnUNetTrainerMAPSegUDA_5epochs, nnUNetTrainerMAPSegUDA_noGLC,
+                                        nnUNetTrainerMAPSegUDA_noMPL, nnUNetTrainerMAPSegUDA_smoke)
 

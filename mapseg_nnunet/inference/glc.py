@@ -1,0 +1,95 @@
+"""Sliding-window inference with global-local collaboration (paper Sec. 3.4): the segmentation of a local window
+needs the whole case's global latent.
+
+For one (already intensity-normalised) case ``(C, X, Y, Z)``:
+
+1. zero-pad to at least the patch size (nnU-Net's ``pad_nd_image``, reverted at the end);
+2. global view = the foreground box (non-zero voxels of any channel; MAPSeg's background is exactly 0) resized to
+   the patch size, as in training (:func:`mapseg_nnunet.global_local.global_local_sample`); its latent is computed
+   **once per case** (once per mirroring when test-time mirroring is on);
+3. windows at nnU-Net's steps (``compute_steps_for_sliding_window``, ``tile_step_size``; the paper's stride 80 on
+   96^3 is step 0.833); each window's local latent is fused with the global latent cropped at the window's box in
+   the global view (:meth:`MAPSegNet.fuse`);
+4. optional Gaussian weighting (nnU-Net's ``compute_gaussian``) and test-time mirroring. Mirroring is exact: for
+   a flip along axis ``a`` the window, the global view and the window's box are all flipped, which equals running
+   the GLC prediction on the flipped case.
+
+Logits are accumulated in float32 on ``results_device``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from acvl_utils.cropping_and_padding.padding import pad_nd_image
+from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
+from tqdm import tqdm
+
+from mapseg_nnunet.global_local import box_in_global_view, foreground_box
+
+
+def global_view(image: torch.Tensor, patch_size: Sequence[int]) -> Tuple[torch.Tensor, np.ndarray]:
+    """``image`` (C, X, Y, Z) -> (global view (1, C, *patch), foreground box (3, 2) in voxels of ``image``)."""
+    box = foreground_box((image != 0).any(0).cpu().numpy())
+    crop = image[(slice(None),) + tuple(slice(int(lo), int(hi)) for lo, hi in box)]
+    view = F.interpolate(crop[None].float(), size=tuple(patch_size), mode="trilinear", align_corners=False)
+    return view, box
+
+
+def flip_box(box: torch.Tensor, spatial_axes: Sequence[int], patch_size: Sequence[int]) -> torch.Tensor:
+    """Box (B, 3, 2) in global-view voxels after flipping the view along ``spatial_axes`` (0, 1, 2)."""
+    box = box.clone()
+    for axis in spatial_axes:
+        box[:, axis] = patch_size[axis] - box[:, axis].flip(-1)
+    return box
+
+
+def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> list:
+    """Identity plus every non-empty combination of ``mirror_axes`` (spatial axes), as nnU-Net mirrors."""
+    axes = tuple(mirror_axes or ())
+    return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+
+@torch.inference_mode()
+def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int],
+                              num_classes: int, tile_step_size: float = 0.5, use_gaussian: bool = True,
+                              mirror_axes: Optional[Sequence[int]] = None,
+                              device: torch.device = torch.device("cpu"),
+                              results_device: Optional[torch.device] = None, progress: bool = False
+                              ) -> torch.Tensor:
+    """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z) with a
+    :class:`~mapseg_nnunet.architectures.MAPSegNet` ``network`` (in eval mode, on ``device``)."""
+    patch_size = tuple(int(p) for p in patch_size)
+    results_device = results_device or device
+    data, revert = pad_nd_image(image, patch_size, "constant", {"value": 0}, True, None)
+    data = data.to(results_device)
+    view, foreground = global_view(data, patch_size)
+    combinations = mirror_combinations(mirror_axes)
+    view = view.to(device)
+    global_latents = {axes: network.encoder(torch.flip(view, [a + 2 for a in axes]))
+                      for axes in combinations}
+
+    steps = compute_steps_for_sliding_window(data.shape[1:], patch_size, tile_step_size)
+    weight = compute_gaussian(patch_size, sigma_scale=1. / 8, value_scaling_factor=10, dtype=torch.float32,
+                              device=results_device) if use_gaussian else torch.ones(patch_size, device=results_device)
+    logits = torch.zeros((num_classes, *data.shape[1:]), dtype=torch.float32, device=results_device)
+    weights = torch.zeros(data.shape[1:], dtype=torch.float32, device=results_device)
+    starts = list(itertools.product(*steps))
+    for start in tqdm(starts, disable=not progress, desc="GLC sliding window"):
+        window = tuple(slice(s, s + p) for s, p in zip(start, patch_size))
+        local = data[(slice(None),) + window][None].to(device)
+        box = torch.from_numpy(box_in_global_view(start, patch_size, foreground))[None].to(device)
+        prediction = 0
+        for axes in combinations:
+            dims = [a + 2 for a in axes]
+            fused, _ = network.fuse(network.encoder(torch.flip(local, dims)), global_latents[axes],
+                                    flip_box(box, axes, patch_size))
+            prediction = prediction + torch.flip(fused, dims)
+        prediction = (prediction / len(combinations))[0].float().to(results_device)
+        logits[(slice(None),) + window] += prediction * weight
+        weights[window] += weight
+    logits /= weights
+    return logits[(slice(None),) + tuple(revert[1:])]
