@@ -2,4 +2,5 @@
 TRAINER_NAMES = ["nnUNetTrainerMAPSegMAE", "nnUNetTrainerMAPSegMAE_5epochs", "nnUNetTrainerMAPSegMAE_smoke",
                  "nnUNetTrainerMAPSegTTA", "nnUNetTrainerMAPSegUDA",
                  "nnUNetTrainerMAPSegUDA_1epoch", "nnUNetTrainerMAPSegUDA_5epochs", "nnUNetTrainerMAPSegUDA_noGLC",
-                 "nnUNetTrainerMAPSegUDA_noMPL", "nnUNetTrainerMAPSegUDA_smoke"]
+                 "nnUNetTrainerMAPSegUDA_noMPL", "nnUNetTrainerMAPSegUDA_smoke",
+                 "nnUNetTrainerMAPSegUDA_demo", "nnUNetTrainerMAPSegUDA_noMPL_demo"]

@@ -245,3 +245,25 @@ class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
         settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
         self.inference_allowed_mirroring_axes = None
         return settings
+
+
+def _demo_budget(trainer: nnUNetTrainerMAPSegUDA) -> None:
+    """CPU demo budget on MAPSegPlansCPU: 8 epochs x 40 iterations, warm-up 120 iterations, learning rate 1e-3
+    (the paper's 1e-4 assumes 10k iterations from a long MAE pretraining), 4 validation iterations."""
+    trainer.num_epochs = 8
+    trainer.num_iterations_per_epoch = 40
+    trainer.num_val_iterations_per_epoch = 4
+    trainer.warmup_iterations = 120
+    trainer.initial_lr = 1e-3
+
+
+class nnUNetTrainerMAPSegUDA_demo(nnUNetTrainerMAPSegUDA):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _demo_budget(self)
+
+
+class nnUNetTrainerMAPSegUDA_noMPL_demo(nnUNetTrainerMAPSegUDA_noMPL):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _demo_budget(self)

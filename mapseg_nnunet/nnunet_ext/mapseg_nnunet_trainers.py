@@ -6,5 +6,6 @@ from mapseg_nnunet.trainers.mae import (nnUNetTrainerMAPSegMAE, nnUNetTrainerMAP
 from mapseg_nnunet.trainers.placeholders import nnUNetTrainerMAPSegTTA  # noqa: F401
 from mapseg_nnunet.trainers.uda import (nnUNetTrainerMAPSegUDA, nnUNetTrainerMAPSegUDA_1epoch,  # noqa: F401
                                         nnUNetTrainerMAPSegUDA_5epochs, nnUNetTrainerMAPSegUDA_noGLC,
-                                        nnUNetTrainerMAPSegUDA_noMPL, nnUNetTrainerMAPSegUDA_smoke)
+                                        nnUNetTrainerMAPSegUDA_noMPL, nnUNetTrainerMAPSegUDA_smoke,
+                                        nnUNetTrainerMAPSegUDA_demo, nnUNetTrainerMAPSegUDA_noMPL_demo)
 
