@@ -49,3 +49,13 @@ def planned_dataset(tmp_path_factory):
     run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "MAPSegPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)
     return root, env
+
+
+@pytest.fixture(scope="session")
+def source_with_target(planned_dataset):
+    """Dataset 901 with an unlabeled synthetic target (913) registered to it."""
+    from mapseg_nnunet.synthetic import write_synthetic_dataset
+    root, env = planned_dataset
+    write_synthetic_dataset(env["nnUNet_raw"], 913, name="TargetC", labeled=False, seed=913)
+    run(["mapseg_register_targets", "-s", "901", "-t", "913", "-p", "MAPSegPlansCPU", "--no_pbar"], env, cwd=root)
+    return root, env

@@ -36,3 +36,56 @@ def test_interrupted_checkpoint_save_keeps_previous(planned_dataset, monkeypatch
     monkeypatch.setattr(torch, "save", real_save)
     assert torch.load(path, map_location="cpu", weights_only=False)["current_epoch"] == 4
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".partial")]
+
+
+RESUME_SCRIPT = r"""
+import os, torch
+from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+
+def trainer(epochs, continue_training):
+    t = get_trainer_from_args('901', '3d_fullres', 1, 'nnUNetTrainerMAPSegUDA_smoke', 'MAPSegPlansCPU',
+                              continue_training, device=torch.device('cpu'))
+    maybe_load_checkpoint(t, continue_training, False, None)  # nnUNetv2_train --c
+    t.num_epochs = epochs
+    return t
+
+first = trainer(3, False)  # epoch 0 warm-up, epochs 1-2 adapt (teacher from iteration 4)
+first.run_training()
+final = os.path.join(first.output_folder, 'checkpoint_final.pth')
+saved = torch.load(final, map_location='cpu', weights_only=False)
+best = torch.load(os.path.join(first.output_folder, 'checkpoint_best.pth'), map_location='cpu', weights_only=False)
+history = [h['score'] for h in saved['mapseg']['score_history']]
+assert len(history) == 3 and saved['mapseg']['teacher_steps'] == 8, saved['mapseg']
+best_epoch = max(range(3), key=lambda e: (history[e], -e))  # first epoch with the highest Score
+assert best['current_epoch'] == best_epoch + 1 and best['mapseg']['best_score'] == history[best_epoch], (
+    history, best['current_epoch'])
+assert saved['mapseg']['epochs_without_improvement'] == 2 - best_epoch
+
+resumed = trainer(4, True)
+for name, value in resumed.teacher.state_dict().items():
+    assert torch.equal(value, saved['mapseg']['teacher_weights'][name]), name
+for name, value in resumed.network.state_dict().items():
+    assert torch.equal(value, saved['mapseg']['student_weights'][name]), name
+assert resumed.current_epoch == 3 and resumed.teacher_steps == 8
+resumed.run_training()
+after = torch.load(final, map_location='cpu', weights_only=False)['mapseg']
+assert [h['score'] for h in after['score_history'][:3]] == history and len(after['score_history']) == 4
+assert after['teacher_steps'] == 12 and resumed.iteration == 16
+
+stopped = trainer(6, True)
+stopped.patience_epochs, stopped.epochs_without_improvement = 0, 1
+stopped.run_training()  # patience exhausted: no further epoch
+assert len(stopped.score_history) == 4 and stopped.current_epoch == 4
+log = open(stopped.log_file).read()
+assert 'Early stop' in log
+print('RESUMED')
+"""
+
+
+def test_resume_restores_teacher_ema_step_and_score_history(source_with_target):
+    """nnUNetv2_train --c semantics: the final checkpoint restores student, teacher, EMA step and Score history;
+    training continues them; checkpoint_best follows Score; early stopping honours the patience."""
+    from conftest import run
+    root, env = source_with_target
+    out = run(["python", "-c", RESUME_SCRIPT], env, cwd=root)
+    assert "RESUMED" in out.stdout
