@@ -1,5 +1,6 @@
 """nnU-Net trainer classes of mapseg_nnunet (found by nnU-Net through ``nnUNet_extTrainer``)."""
 TRAINER_NAMES = ["nnUNetTrainerMAPSegMAE", "nnUNetTrainerMAPSegMAE_5epochs", "nnUNetTrainerMAPSegMAE_smoke",
+                 "nnUNetTrainerMAPSegMAE_demo",
                  "nnUNetTrainerMAPSegTTA", "nnUNetTrainerMAPSegUDA",
                  "nnUNetTrainerMAPSegUDA_1epoch", "nnUNetTrainerMAPSegUDA_5epochs", "nnUNetTrainerMAPSegUDA_noGLC",
                  "nnUNetTrainerMAPSegUDA_noMPL", "nnUNetTrainerMAPSegUDA_smoke",

@@ -178,3 +178,13 @@ class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
         self.num_epochs = 2
         self.num_iterations_per_epoch = 4
         self.num_val_iterations_per_epoch = 2
+
+
+class nnUNetTrainerMAPSegMAE_demo(nnUNetTrainerMAPSegMAE):
+    """CPU demo budget on MAPSegPlansCPU: 3 epochs x 40 iterations (the paper's 150k iterations are for GPUs)."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 3
+        self.num_iterations_per_epoch = 40
+        self.num_val_iterations_per_epoch = 2

@@ -2,7 +2,7 @@
 env)"``). nnU-Net imports this file as a top-level module and drops it afterwards; the classes keep their
 canonical ``mapseg_nnunet.trainers.*`` identity, so they stay picklable for spawned workers."""
 from mapseg_nnunet.trainers.mae import (nnUNetTrainerMAPSegMAE, nnUNetTrainerMAPSegMAE_5epochs,  # noqa: F401
-                                        nnUNetTrainerMAPSegMAE_smoke)
+                                        nnUNetTrainerMAPSegMAE_smoke, nnUNetTrainerMAPSegMAE_demo)
 from mapseg_nnunet.trainers.placeholders import nnUNetTrainerMAPSegTTA  # noqa: F401
 from mapseg_nnunet.trainers.uda import (nnUNetTrainerMAPSegUDA, nnUNetTrainerMAPSegUDA_1epoch,  # noqa: F401
                                         nnUNetTrainerMAPSegUDA_5epochs, nnUNetTrainerMAPSegUDA_noGLC,
