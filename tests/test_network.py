@@ -110,3 +110,25 @@ def test_cosine_regularizer_is_per_channel_over_space():
 def test_deep_supervision_is_refused():
     with pytest.raises(ValueError, match="no deep supervision"):
         cpu_net(deep_supervision=True)
+
+
+def test_activation_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    net = MAPSegNet(1, 3, width=16, depth=3, encoder_groups=4, aspp_channels=16, aspp_dilations=(1, 2, 3),
+                    head_channels=8, head_groups=4, dropout=0.0)
+    x = torch.rand(2, 1, 16, 16, 16)
+    calls, block = [], net.encoder.blocks[1]
+    block_forward = block.forward
+    block.forward = lambda inp: calls.append(1) or block_forward(inp)
+    grads, block_calls = [], []
+    for checkpointing in (False, True):
+        net.zero_grad()
+        calls.clear()
+        net.encoder.activation_checkpointing = checkpointing
+        out = net.forward_glc(x, x.flip(2), torch.tensor([[[0., 8.], [4., 12.], [8., 16.]]] * 2))
+        (out["logits"].square().mean() + out["aux_logits"].mean()).backward()
+        grads.append([p.grad.clone() for p in net.parameters()])
+        block_calls.append(len(calls))
+    assert block_calls == [2, 4]  # local + global pass; recomputed in backward when checkpointing
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(plain, checkpointed)

@@ -7,6 +7,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from mapseg_nnunet.atomic import atomic_path
 from mapseg_nnunet.inference import predictor_hook
+from mapseg_nnunet.optimization import amp_step
 from mapseg_nnunet.plans import adapt_plans, preset_for_device
 
 
@@ -28,6 +29,17 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
         self.enable_deep_supervision = False
         self.initial_lr = 1e-4
         self.weight_decay = 0.01
+        self.use_amp = True  # fp16 autocast + nnU-Net's GradScaler on CUDA (as nnU-Net trains); no-op on CPU
+        self.activation_checkpointing = False  # recompute encoder activations in backward (larger patches on GPUs)
+
+    def initialize(self):
+        super().initialize()
+        predictor_hook.unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
+
+    def optimization_step(self, compute_loss, clip_norm=None):
+        """``compute_loss() -> (loss, *extra)`` under autocast, then backward / clip / step; returns its output."""
+        return amp_step(self.optimizer, self.network.parameters(), self.device, self.use_amp, self.grad_scaler,
+                        compute_loss, clip_norm)
 
     @property
     def intensity_settings(self):

@@ -94,10 +94,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         start = perf_counter()
         if self._last_step_end is not None:
             self._loader_wait += start - self._last_step_end
-        self.optimizer.zero_grad(set_to_none=True)
-        loss, _, _ = self._reconstruction_losses(batch)
-        loss.backward()
-        self.optimizer.step()
+        loss, _, _ = self.optimization_step(lambda: self._reconstruction_losses(batch))
         self.lr_scheduler.step_iteration()
         self._last_step_end = perf_counter()
         self._step_time += self._last_step_end - start

@@ -87,24 +87,25 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return self.loss(logits, target)
 
     def train_step(self, batch: dict) -> dict:
-        self.optimizer.zero_grad(set_to_none=True)
-        source = self._to_device(batch["source"])
-        loss, parts = source_loss(self.network, self._seg_loss, source, self.loss_weights, self.masking)
         adapt = batch["target"] is not None and self.loss_weights.use_mpl and \
             self.iteration >= self.warmup_iterations
-        if adapt:
-            if self.teacher is None:
-                self.teacher = make_teacher(self.network)
-                self.print_to_log_file(f"Iteration {self.iteration}: warm-up done, EMA teacher initialised from "
-                                       f"the student")
-            self.teacher.train(self.teacher_dropout)
-            t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
-                                          self._to_device(batch["target"]), self.loss_weights, self.masking)
-            loss = loss + t_loss
-            self._epoch_mpl.append(t_parts["mpl"])
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
-        self.optimizer.step()
+        if adapt and self.teacher is None:
+            self.teacher = make_teacher(self.network)
+            self.print_to_log_file(f"Iteration {self.iteration}: warm-up done, EMA teacher initialised from the "
+                                   f"student")
+
+        def compute_loss():
+            loss, _ = source_loss(self.network, self._seg_loss, self._to_device(batch["source"]), self.loss_weights,
+                                  self.masking)
+            if adapt:
+                self.teacher.train(self.teacher_dropout)
+                t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
+                                              self._to_device(batch["target"]), self.loss_weights, self.masking)
+                loss = loss + t_loss
+                self._epoch_mpl.append(t_parts["mpl"])
+            return (loss,)
+
+        loss, = self.optimization_step(compute_loss, clip_norm=12)
         self.lr_scheduler.step_iteration()
         if adapt:
             ema_update(self.teacher, self.network, ema_alpha(self.teacher_steps, self.ema_schedule))

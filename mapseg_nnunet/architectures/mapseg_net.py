@@ -21,6 +21,7 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 from torch import nn
 
 
@@ -72,11 +73,16 @@ class MAPSegEncoder(nn.Module):
     def __init__(self, in_channels: int, width: int, depth: int, latent_stride: int, num_groups: int):
         super().__init__()
         self.latent_stride = latent_stride
+        self.activation_checkpointing = False  # set by the trainers' ``activation_checkpointing`` setting
         self.blocks = nn.Sequential(*[
             ResidualBlock3d(in_channels if i == 0 else width, width, latent_stride if i == 0 else 1, num_groups)
             for i in range(depth)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation_checkpointing and torch.is_grad_enabled():
+            for block in self.blocks:  # recompute each block's activations in backward: memory for time
+                x = checkpoint(block, x, use_reentrant=False)
+            return x
         return self.blocks(x)
 
 
