@@ -168,7 +168,7 @@ class nnUNetTrainerMAPSegMAE_5epochs(nnUNetTrainerMAPSegMAE):
 
 
 class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
-    """2 epochs of 4 iterations: demo and tests."""
+    """2 epochs of 4 iterations: tests."""
 
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
