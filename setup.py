@@ -53,6 +53,7 @@ setup(
             "mapseg_nnunet=mapseg_nnunet.cli:main",
             "mapseg_plan_and_preprocess=mapseg_nnunet.planning:plan_and_preprocess_entry",
             "mapseg_register_targets=mapseg_nnunet.targets:register_targets_entry",
+            "mapseg_receive_source_model=mapseg_nnunet.test_time:receive_source_model_entry",
         ]
     },
 )

@@ -94,49 +94,34 @@ def target_data_folder(entry: dict) -> str:
     return join(preprocessed, entry["dataset_name"], entry["data_identifier"])
 
 
-def register_target(source: str | int, target: str | int, plans_identifier: str,
-                    configuration: str = "3d_fullres", role: str = "target", progress: bool = True) -> dict:
-    """Preprocess one target with the source plans and record it; returns the registry entry."""
+def preprocess_unlabeled_dataset(target: str, target_plans: dict, plans_identifier: str, configuration: str,
+                                 source_json: dict, source: str, progress: bool = True) -> tuple:
+    """Preprocess the ``imagesTr`` of raw dataset ``target`` with ``target_plans`` (the source plans renamed to the
+    target) into ``nnUNet_preprocessed/<target>/``: plans, dataset.json (the source's label space) and the
+    preprocessed cases, each written then renamed. Checks compatibility with the ``source_json`` of dataset ``source`` first. Returns
+    ``(number of cases, data identifier)``."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
     from nnunetv2.utilities.plans_handling.plans_handler import PlansManager
 
-    if role not in ROLES:
-        raise DatasetError(f"role must be one of {ROLES}, got {role!r}")
     raw, preprocessed = _paths()
-    source_name, target_name = dataset_name(source), dataset_name(target)
-    if source_name == target_name:
-        raise DatasetError(f"{target_name}: a dataset cannot be registered as a target of itself")
-    plans_path = join(preprocessed, source_name, plans_identifier + ".json")
-    if not isfile(plans_path):
-        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
-                           f"(mapseg_plan_and_preprocess -d {source})")
-    source_json = load_json(join(preprocessed, source_name, "dataset.json"))
-    target_json_path = join(raw, target_name, "dataset.json")
+    target_json_path = join(raw, target, "dataset.json")
     if not isfile(target_json_path):
         raise DatasetError(f"{target_json_path}: file is missing")
     target_json = load_json(target_json_path)
-    check_compatible(source_json, target_json, target_json_path, source_name)
-
-    cases = list_image_cases(join(raw, target_name, "imagesTr"), target_json["file_ending"])
+    check_compatible(source_json, target_json, target_json_path, source)
+    cases = list_image_cases(join(raw, target, "imagesTr"), target_json["file_ending"])
     if not cases:
-        raise DatasetError(f"{join(raw, target_name, 'imagesTr')}: no images (expected <case>_0000"
+        raise DatasetError(f"{join(raw, target, 'imagesTr')}: no images (expected <case>_0000"
                            f"{target_json['file_ending']})")
-    plans = load_json(plans_path)
-    manager = PlansManager(plans)
-    if configuration not in manager.available_configurations:
-        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
+    manager = PlansManager(target_plans)
     config = manager.get_configuration(configuration)
     reader = manager.image_reader_writer_class()
     check_dataset_images({c: {"images": f} for c, f in cases.items()}, len(source_json["channel_names"]), reader,
                          progress)
-
-    # the target's own copy of the source plans and dataset.json (labels of the source: one label space)
-    target_plans = copy.deepcopy(plans)
-    target_plans["dataset_name"] = target_name
     target_dataset_json = {**target_json, "labels": source_json["labels"], "numTraining": len(cases)}
-    folder = join(preprocessed, target_name)
+    folder = join(preprocessed, target)
     os.makedirs(folder, exist_ok=True)
     final_dir = join(folder, config.data_identifier)
     partial_dir = final_dir + ".partial"
@@ -145,7 +130,7 @@ def register_target(source: str | int, target: str | int, plans_identifier: str,
     preprocessor = DefaultPreprocessor(verbose=False)
     foreground = list(manager.get_label_manager(source_json).foreground_labels)
     try:
-        for case, files in tqdm(cases.items(), desc=f"Preprocessing {target_name} with {plans_identifier}",
+        for case, files in tqdm(cases.items(), desc=f"Preprocessing {target} with {plans_identifier}",
                                 disable=not progress):
             data, seg, properties = preprocessor.run_case(files, None, manager, config, source_json)
             properties["class_locations"] = {label: [] for label in foreground}  # no labels: random patches
@@ -160,9 +145,34 @@ def register_target(source: str | int, target: str | int, plans_identifier: str,
         replace_directory(partial_dir, final_dir)
     finally:
         shutil.rmtree(partial_dir, ignore_errors=True)
+    return len(cases), config.data_identifier
+
+
+def register_target(source: str | int, target: str | int, plans_identifier: str,
+                    configuration: str = "3d_fullres", role: str = "target", progress: bool = True) -> dict:
+    """Preprocess one target with the source plans and record it; returns the registry entry."""
+
+    if role not in ROLES:
+        raise DatasetError(f"role must be one of {ROLES}, got {role!r}")
+    raw, preprocessed = _paths()
+    source_name, target_name = dataset_name(source), dataset_name(target)
+    if source_name == target_name:
+        raise DatasetError(f"{target_name}: a dataset cannot be registered as a target of itself")
+    plans_path = join(preprocessed, source_name, plans_identifier + ".json")
+    if not isfile(plans_path):
+        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
+                           f"(mapseg_plan_and_preprocess -d {source})")
+    source_json = load_json(join(preprocessed, source_name, "dataset.json"))
+    plans = load_json(plans_path)
+    if configuration not in plans["configurations"]:
+        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
+    target_plans = copy.deepcopy(plans)
+    target_plans["dataset_name"] = target_name
+    num_cases, data_identifier = preprocess_unlabeled_dataset(target_name, target_plans, plans_identifier,
+                                                              configuration, source_json, source_name, progress)
 
     entry = {"dataset_name": target_name, "role": role, "plans_identifier": plans_identifier,
-             "configuration": configuration, "data_identifier": config.data_identifier, "num_cases": len(cases),
+             "configuration": configuration, "data_identifier": data_identifier, "num_cases": num_cases,
              "channel_names": source_json["channel_names"],
              "has_test_labels": isdir(join(raw, target_name, "labelsTs"))}
     registry = load_registry(source_name)

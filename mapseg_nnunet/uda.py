@@ -140,6 +140,18 @@ def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batc
     return total, parts
 
 
+@torch.no_grad()
+def masked_pseudo_label_check(student: nn.Module, teacher: nn.Module, seg_loss: Callable,
+                              batch: Dict[str, torch.Tensor], w: MAPSegLossWeights, masking: MaskingSettings
+                              ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Label-free validation: L_MPL = seg(f(x^M), f_T(x)) without gradients, with the student's logits on the
+    masked input and the teacher's pseudo-labels, ``(mpl, logits, pseudo_labels)``."""
+    y_pl, _ = pseudo_labels(teacher, batch, w.use_glc)
+    xm, gm = masking.masked(batch["data"], batch["global"])
+    logits = _forward(student, xm, gm, batch["box"], w.use_glc)["logits"]
+    return seg_loss(logits, y_pl), logits, y_pl
+
+
 def selection_score(source_dice: float, mean_mpl: float) -> float:
     """Label-free model selection (paper Sec. 3.7): Dice on the source validation data - 0.5 x the epoch mean of
     L_MPL. With nnU-Net's Dice+CE (CE - soft Dice), L_MPL can be negative."""

@@ -64,10 +64,9 @@ def test_no_generic_top_level_modules_installed(tmp_path):
     assert run([sys.executable, "-c", code], nnunet_env(tmp_path), cwd=tmp_path).stdout.strip() == "ok"
 
 
-def test_placeholder_trainer_stops_with_a_clear_message(planned_dataset):
+def test_test_time_trainer_without_a_source_model_says_what_to_run(planned_dataset):
     root, env = planned_dataset
-    for trainer, what in (("nnUNetTrainerMAPSegTTA", "test-time"),):
-        out = run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", "MAPSegPlansCPU", "-device",
-                   "cpu"], env, cwd=root, check=False)
-        assert out.returncode != 0
-        assert "NotImplementedError" in out.stderr and what in out.stderr
+    out = run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegTTA", "-p", "MAPSegPlansCPU",
+               "-device", "cpu"], env, cwd=root, check=False)
+    assert out.returncode != 0
+    assert "carry no stage-1 source model" in out.stderr and "mapseg_receive_source_model -t" in out.stderr

@@ -19,6 +19,14 @@ from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, em
                                selection_score, source_loss, target_loss)
 
 
+def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict:
+    """nnU-Net's validation-step record: loss and hard foreground tp / fp / fn of ``logits`` against ``target``."""
+    prediction = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)
+    tp, fp, fn, _ = get_tp_fp_fn_tn(prediction, target, axes=[0, 2, 3, 4])
+    return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp[1:].detach().cpu().numpy(),
+            "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
+
+
 class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -34,6 +42,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
         self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
+        self.inference_allowed_mirroring_axes = None  # trained without flips: no test-time mirroring by default
         self.source_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.4), rotation_degrees=30,
                                                            flip_probability=0)
         self.target_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.3), rotation_degrees=30,
@@ -52,8 +61,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         data_id = self.configuration_manager.data_identifier
         source_tr = training_domains(source, plans, config, data_id, (), tr_keys)
         source_val = training_domains(source, plans, config, data_id, (), val_keys)
-        targets = training_domains(source, plans, config, data_id, ("target",))[1:]
-        if targets:
+        targets = training_domains(source, plans, config, data_id, ("target",))[1:] \
+            if self.loss_weights.use_mpl else []
+        if not self.loss_weights.use_mpl:
+            self.print_to_log_file("Source terms only (use_mpl off): target datasets are not loaded")
+        elif targets:
             self.print_to_log_file("UDA targets (sampled uniformly): " + ", ".join(
                 f"{name} ({len(ds.identifiers)} cases)" for name, ds in targets))
         else:
@@ -105,9 +117,13 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                 self._epoch_mpl.append(t_parts["mpl"])
             return (loss,)
 
+        return self._train_iteration(compute_loss, update_teacher=adapt)
+
+    def _train_iteration(self, compute_loss, update_teacher: bool) -> dict:
+        """Optimiser step, per-iteration learning rate, then the EMA teacher update (Eq. 3)."""
         loss, = self.optimization_step(compute_loss, clip_norm=12)
         self.lr_scheduler.step_iteration()
-        if adapt:
+        if update_teacher:
             ema_update(self.teacher, self.network, ema_alpha(self.teacher_steps, self.ema_schedule))
             self.teacher_steps += 1
         self.iteration += 1
@@ -123,23 +139,21 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         batch = self._to_device(batch)
         logits = self.network.forward_glc(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
             if self.loss_weights.use_glc else self.network(batch["data"])
-        target = batch["target"]
-        loss = self.loss(logits, target)
-        prediction = torch.zeros_like(logits).scatter_(1, logits.argmax(1, keepdim=True), 1)
-        tp, fp, fn, _ = get_tp_fp_fn_tn(prediction, target, axes=[0, 2, 3, 4])
-        return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp[1:].detach().cpu().numpy(),
-                "fp_hard": fp[1:].detach().cpu().numpy(), "fn_hard": fn[1:].detach().cpu().numpy()}
+        return validation_output(self.loss(logits, batch["target"]), logits, batch["target"])
 
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
+        record = {"epoch": self.current_epoch, **self.selection_record(),
+                  "alpha": ema_alpha(self.teacher_steps, self.ema_schedule) if self.teacher is not None else None}
+        self.score_history.append(record)
+        self.print_to_log_file(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                                         for k, v in record.items() if k != "epoch"))
+
+    def selection_record(self) -> dict:
+        """Label-free Score of this epoch (paper Sec. 3.7) and what it is made of."""
         dice = float(self.logger.get_value("mean_fg_dice", step=-1))
         mpl = float(np.mean(self._epoch_mpl)) if self._epoch_mpl else 0.0  # 0 during warm-up (reference)
-        score = selection_score(dice, mpl)
-        self.score_history.append({"epoch": self.current_epoch, "source_dice": dice, "mpl": mpl, "score": score,
-                                   "alpha": ema_alpha(self.teacher_steps, self.ema_schedule)
-                                   if self.teacher is not None else None})
-        self.print_to_log_file(f"source val Dice {dice:.4f}, L_MPL {mpl:.4f}, Score {score:.4f}, EMA alpha "
-                               f"{self.score_history[-1]['alpha']}")
+        return {"source_dice": dice, "mpl": mpl, "score": selection_score(dice, mpl)}
 
     def on_epoch_end(self):
         score = self.score_history[-1]["score"]
@@ -231,21 +245,24 @@ class nnUNetTrainerMAPSegUDA_1epoch(nnUNetTrainerMAPSegUDA):
         self.num_epochs = 1
 
 
-class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
-    """2 epochs of 4 iterations (warm-up 4, so epoch 1 adapts), 2 validation iterations, no test-time mirroring:
-    demo and tests."""
+def _smoke_budget(trainer: nnUNetTrainerMAPSegUDA) -> None:
+    """Tests: 2 epochs of 4 iterations (warm-up 4, so epoch 1 adapts), 2 validation iterations."""
+    trainer.num_epochs = 2
+    trainer.num_iterations_per_epoch = 4
+    trainer.num_val_iterations_per_epoch = 2
+    trainer.warmup_iterations = 4
 
+
+class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
     def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
-        self.warmup_iterations = 4
+        _smoke_budget(self)
 
-    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
-        settings = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
-        self.inference_allowed_mirroring_axes = None
-        return settings
+
+class nnUNetTrainerMAPSegUDA_noMPL_smoke(nnUNetTrainerMAPSegUDA_noMPL):
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        _smoke_budget(self)
 
 
 def _demo_budget(trainer: nnUNetTrainerMAPSegUDA) -> None:

@@ -1,0 +1,88 @@
+"""nnUNetTrainerMAPSegTTA: test-time (source-free) UDA, stage 2 at the target site (paper Sec. 3.6, Table 3).
+
+Trained on the target dataset itself (``nnUNetv2_train TARGET ...``) after ``mapseg_receive_source_model`` gave
+it the stage-1 source model (see ``mapseg_nnunet.test_time``). Student and EMA teacher start from the whole
+stage-1 network; every iteration is Eq. 10 on a target batch (masked and unmasked student views against the
+teacher's pseudo-labels, GLC terms), then the EMA update (Eq. 3). No labels exist: validation measures, on the
+held-out target cases of the fold, L_MPL and the student's agreement with the teacher (logged by nnU-Net as the
+pseudo Dice); Score = -L_MPL drives ``checkpoint_best.pth`` and early stopping."""
+import numpy as np
+import torch
+
+from mapseg_nnunet.global_local import GlobalLocalDataLoader, NO_AUGMENTATION
+from mapseg_nnunet.loading import wrap_in_augmenter
+from mapseg_nnunet.inference.predictor_hook import unwrap_network
+from mapseg_nnunet.test_time import load_source_weights, source_model_entry
+from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA, validation_output
+from mapseg_nnunet.uda import make_teacher, masked_pseudo_label_check, target_loss
+
+
+class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.source_model = source_model_entry(self.plans_manager.plans)  # fails early, saying what to run
+        self.warmup_iterations = 0  # the warm-up happened at the source site (stage 1)
+
+    def get_dataloaders(self):
+        tr_keys, val_keys = self.do_split()
+        name, folder = self.plans_manager.dataset_name, self.preprocessed_dataset_folder
+        patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
+        train = GlobalLocalDataLoader([(name, self.dataset_class(folder, tr_keys))], self.batch_size, patch,
+                                      intensity, self.target_augmentation, False)
+        val = GlobalLocalDataLoader([(name, self.dataset_class(folder, val_keys))], self.batch_size, patch,
+                                    intensity, NO_AUGMENTATION, False, training=False)
+        self.has_targets = True
+        return wrap_in_augmenter(train, val, self.device)
+
+    def on_train_start(self):
+        super().on_train_start()
+        if self.teacher is None:  # a fresh start (--c restores student and teacher from the checkpoint)
+            meta = load_source_weights(unwrap_network(self.network), self.source_model)
+            self.teacher = make_teacher(self.network)
+            self.print_to_log_file(
+                f"Stage-1 source model loaded into student and teacher (segmentation head included): "
+                f"{self.source_model['checkpoint']} ({meta['trainer_name']}, source "
+                f"{self.source_model['source_dataset']}, {meta['current_epoch']} epochs); this replaces any "
+                f"-pretrained_weights")
+
+    def train_step(self, batch: dict) -> dict:
+        def compute_loss():
+            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
+                                      self.loss_weights, self.masking, self_supervised=True)  # Eq. 10
+            self._epoch_mpl.append(parts["mpl"])
+            return (loss,)
+
+        return self._train_iteration(compute_loss, update_teacher=True)
+
+    def validation_step(self, batch: dict) -> dict:
+        mpl, logits, pseudo_label = masked_pseudo_label_check(self.network, self.teacher, self._seg_loss,
+                                                              self._to_device(batch), self.loss_weights,
+                                                              self.masking)
+        return validation_output(mpl, logits, pseudo_label)
+
+    def selection_record(self) -> dict:
+        mpl = float(self.logger.get_value("val_losses", step=-1))
+        return {"agreement_dice": float(self.logger.get_value("mean_fg_dice", step=-1)), "val_mpl": mpl,
+                "train_mpl": float(np.mean(self._epoch_mpl)), "score": -mpl}
+
+    def perform_actual_validation(self, save_probabilities: bool = False):
+        self.print_to_log_file("The target dataset has no labels: no final validation metrics. Predict with "
+                               "nnUNetv2_predict and evaluate where test labels exist.")
+
+
+class nnUNetTrainerMAPSegTTA_smoke(nnUNetTrainerMAPSegTTA):
+    """2 epochs of 4 iterations, 2 validation iterations: tests."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+
+
+class nnUNetTrainerMAPSegTTA_demo(nnUNetTrainerMAPSegTTA):
+    """CPU demo budget on MAPSegPlansCPU: 4 epochs x 40 iterations at learning rate 1e-3 (as the UDA demo)."""
+
+    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 4, 40, 4
+        self.initial_lr = 1e-3
