@@ -1,7 +1,12 @@
-"""Target Dice table of ``make demo``: source-only baseline vs MAPSeg UDA, per target test set and class, from the
-``summary.json`` files of ``nnUNetv2_evaluate_simple`` in ``PREDICTIONS/MODEL/DatasetXXX_Name``.
+"""Dice tables of ``make demo`` from the ``summary.json`` files of ``nnUNetv2_evaluate_simple``:
 
-    python -m mapseg_nnunet.demo_report PREDICTIONS BASELINE_TRAINER MAPSEG_TRAINER
+* target test Dice per target and class: source-only baseline vs MAPSeg UDA (``PREDICTIONS/MODEL/DatasetXXX_Name``);
+* with ``--test_time TRAINER``, the paper's Table 3 for test-time UDA: source validation Dice (forgetting) and
+  target test Dice (gain) before (stage 1 = the baseline) and after stage 2 at each target site
+  (``PREDICTIONS/source_validation/BASELINE``, ``PREDICTIONS/source_validation/TRAINER/DatasetXXX_Name``,
+  ``PREDICTIONS/TRAINER/DatasetXXX_Name``), next to centralized UDA on the same target.
+
+    python -m mapseg_nnunet.demo_report PREDICTIONS BASELINE_TRAINER MAPSEG_TRAINER [--test_time TTA_TRAINER]
 """
 from __future__ import annotations
 
@@ -38,12 +43,36 @@ def report(predictions: str, models: List[str]) -> str:
     return "\n".join(lines)
 
 
+def test_time_report(predictions: str, baseline: str, centralized: str, test_time: str) -> str:
+    """Table 3 of the paper on the demo cohort: mean foreground Dice (%)."""
+    source_before = load_dice(os.path.join(predictions, "source_validation", baseline))["mean"]
+    targets = sorted(d for d in os.listdir(os.path.join(predictions, test_time)) if d.startswith("Dataset"))
+    lines = [f"Test-time UDA (paper Table 3), mean foreground Dice (%): stage 1 = {baseline} (source site), "
+             f"stage 2 = {test_time} (target site, no source data)",
+             f"{'target site':32s} {'source val':>10s} {'after':>6s} {'dSource':>7s} {'target':>7s} {'after':>6s} "
+             f"{'dTarget':>7s} {'centralized UDA':>15s}"]
+    for target in targets:
+        source_after = load_dice(os.path.join(predictions, "source_validation", test_time, target))["mean"]
+        target_before = load_dice(os.path.join(predictions, baseline, target))["mean"]
+        target_after = load_dice(os.path.join(predictions, test_time, target))["mean"]
+        central = load_dice(os.path.join(predictions, centralized, target))["mean"]
+        lines.append(f"{target:32s} {source_before:10.1f} {source_after:6.1f} {source_after - source_before:+7.1f} "
+                     f"{target_before:7.1f} {target_after:6.1f} {target_after - target_before:+7.1f} "
+                     f"{central:15.1f}")
+    return "\n".join(lines)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("predictions", help="folder with one sub-folder per model, one per target inside")
     parser.add_argument("models", nargs="+", help="trainer names (sub-folders); the first is the baseline")
+    parser.add_argument("--test_time", help="test-time UDA trainer: add the Table 3 report (stage 1 = the first "
+                                            "model, centralized UDA = the last)")
     args = parser.parse_args(argv)
     print(report(args.predictions, args.models))
+    if args.test_time:
+        print()
+        print(test_time_report(args.predictions, args.models[0], args.models[-1], args.test_time))
 
 
 if __name__ == "__main__":

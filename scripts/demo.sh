@@ -8,6 +8,7 @@ TARGETS="952 953 954"
 MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_demo}
 TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_demo}
 BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_noMPL_demo}
+TTA_TRAINER=${DEMO_TTA_TRAINER:-nnUNetTrainerMAPSegTTA_demo}
 PLANS=MAPSegPlansCPU
 
 echo "== demo cohort: MNI ICBM152 anatomy; T1w source, T2w / other-site / younger-brain targets"
@@ -28,14 +29,53 @@ echo "== MAPSeg UDA from the MAE encoder (${TRAINER}: masked pseudo-labeling, EM
 nnUNetv2_train ${SOURCE} 3d_fullres 0 -tr ${TRAINER} -p ${PLANS} -device cpu -pretrained_weights "${MAE_CHECKPOINT}"
 echo "== GLC prediction on each target's held-out test images, Dice against their test labels"
 PRED="${nnUNet_results}/demo_predictions"
+predict_and_evaluate() {  # INPUT LABELS OUTPUT nnUNetv2_predict-model-arguments...
+    local input=$1 labels=$2 output=$3
+    shift 3
+    nnUNetv2_predict -i "${input}" -o "${output}" -c 3d_fullres -p ${PLANS} -f 0 -device cpu -npp 0 -nps 0 \
+        --disable_tta -step_size 0.833 "$@"
+    nnUNetv2_evaluate_simple "${labels}" "${output}" -l 1 2 3 -np 1 > /dev/null
+}
 for MODEL in ${BASELINE} ${TRAINER}; do
     for T in ${TARGETS}; do
         FOLDER=$(ls -d "${nnUNet_raw}"/Dataset${T}_*)
-        OUT="${PRED}/${MODEL}/$(basename "${FOLDER}")"
-        nnUNetv2_predict -i "${FOLDER}/imagesTs" -o "${OUT}" -d ${SOURCE} -c 3d_fullres -tr ${MODEL} -p ${PLANS} \
-            -f 0 -device cpu -npp 0 -nps 0 --disable_tta -step_size 0.833
-        nnUNetv2_evaluate_simple "${FOLDER}/labelsTs" "${OUT}" -l 1 2 3 -np 1 > /dev/null
+        predict_and_evaluate "${FOLDER}/imagesTs" "${FOLDER}/labelsTs" "${PRED}/${MODEL}/$(basename "${FOLDER}")" \
+            -d ${SOURCE} -tr ${MODEL}
     done
 done
-python -m mapseg_nnunet.demo_report "${PRED}" ${BASELINE} ${TRAINER}
+
+echo "== test-time UDA: the source-only model (${BASELINE}) is stage 1; it leaves the source site as an nnU-Net zip"
+SOURCE_NAME=$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")
+SITES="$(dirname "${nnUNet_results}")/test_time_sites"
+rm -rf "${SITES}" && mkdir -p "${SITES}"
+nnUNetv2_export_model_to_zip -d ${SOURCE} -o "${SITES}/stage1.zip" -c 3d_fullres -tr ${BASELINE} -p ${PLANS} -f 0
+# Table 3 reports the source domain on its validation fold: the fold-0 validation cases of the source
+SOURCE_VAL="${SITES}/source_validation"
+mkdir -p "${SOURCE_VAL}/images" "${SOURCE_VAL}/labels"
+for CASE in $(python -c "import json,sys; print(' '.join(json.load(open(sys.argv[1]))[0]['val']))" \
+        "${nnUNet_preprocessed}/${SOURCE_NAME}/splits_final.json"); do
+    ln -s "${nnUNet_raw}/${SOURCE_NAME}/imagesTr/${CASE}_0000.nii.gz" "${SOURCE_VAL}/images/"
+    ln -s "${nnUNet_raw}/${SOURCE_NAME}/labelsTr/${CASE}.nii.gz" "${SOURCE_VAL}/labels/"
+done
+predict_and_evaluate "${SOURCE_VAL}/images" "${SOURCE_VAL}/labels" "${PRED}/source_validation/${BASELINE}" \
+    -d ${SOURCE} -tr ${BASELINE}
+for T in ${TARGETS}; do
+    FOLDER=$(ls -d "${nnUNet_raw}"/Dataset${T}_*)
+    NAME=$(basename "${FOLDER}")
+    echo "== target site ${NAME}: only its unlabeled images and the zip; stage 2 (${TTA_TRAINER})"
+    (
+        export nnUNet_raw="${SITES}/${NAME}/nnUNet_raw" nnUNet_preprocessed="${SITES}/${NAME}/nnUNet_preprocessed" \
+            nnUNet_results="${SITES}/${NAME}/nnUNet_results"
+        mkdir -p "${nnUNet_raw}/${NAME}"
+        cp -r "${FOLDER}/imagesTr" "${FOLDER}/dataset.json" "${nnUNet_raw}/${NAME}/"
+        nnUNetv2_install_pretrained_model_from_zip "${SITES}/stage1.zip"
+        mapseg_receive_source_model -t ${T} -d ${SOURCE} -tr ${BASELINE} -p ${PLANS} -f 0
+        nnUNetv2_train ${T} 3d_fullres 0 -tr ${TTA_TRAINER} -p ${PLANS} -device cpu
+        predict_and_evaluate "${FOLDER}/imagesTs" "${FOLDER}/labelsTs" "${PRED}/${TTA_TRAINER}/${NAME}" \
+            -d ${T} -tr ${TTA_TRAINER}
+        predict_and_evaluate "${SOURCE_VAL}/images" "${SOURCE_VAL}/labels" \
+            "${PRED}/source_validation/${TTA_TRAINER}/${NAME}" -d ${T} -tr ${TTA_TRAINER}
+    )
+done
+python -m mapseg_nnunet.demo_report "${PRED}" ${BASELINE} ${TRAINER} --test_time ${TTA_TRAINER}
 echo "== done; predictions in ${PRED}"
