@@ -26,7 +26,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
     # the nnUNet_extTrainer shim folder is deliberately not a package
-    package_data={"mapseg_nnunet": ["nnunet_ext/*.py"]},
+    # ... nor is the Flower app bundle folder (a pyproject.toml that `flwr run` packs)
+    package_data={"mapseg_nnunet": ["nnunet_ext/*.py", "federated/app/pyproject.toml"]},
     packages=packages,
     package_dir={"mapseg_nnunet": "mapseg_nnunet",
                  **{f"mapseg_nnunet.{folder}": folder for folder in MAPPED_FOLDERS}},
@@ -42,18 +43,24 @@ setup(
         "nibabel",
         "numpy>=1.24",
         "tqdm",
-        # ships the MNI ICBM152 2009a templates the demo cohort is built from
-        "nilearn>=0.10",
+        # ships the MNI ICBM152 2009a templates the demo cohort is built from; 0.14 needs packaging>=26, which
+        # Flower 1.42 excludes (0.13's template files are byte-identical)
+        "nilearn>=0.10,<0.14",
         # nnunetv2's preprocessing imports distutils, which Python >= 3.12 only has through setuptools
         "setuptools",
     ],
-    extras_require={"test": ["pytest>=7"]},
+    extras_require={
+        # Fed-MAPSeg: Flower's Message API and its Ray simulation engine (Python >= 3.11)
+        "federated": ["flwr[simulation]==1.42.*"],
+        "test": ["pytest>=7", "flwr[simulation]==1.42.*"],
+    },
     entry_points={
         "console_scripts": [
             "mapseg_nnunet=mapseg_nnunet.cli:main",
             "mapseg_plan_and_preprocess=mapseg_nnunet.planning:plan_and_preprocess_entry",
             "mapseg_register_targets=mapseg_nnunet.targets:register_targets_entry",
             "mapseg_receive_source_model=mapseg_nnunet.test_time:receive_source_model_entry",
+            "mapseg_federated_simulation=mapseg_nnunet.federated.simulation:simulation_entry",
         ]
     },
 )

@@ -77,3 +77,38 @@ class CosineWarmRestartsLR:
     def step_iteration(self) -> None:
         self.iteration += 1
         self._apply()
+
+
+class RoundCosineLR:
+    """Fed-MAPSeg schedule (paper Appendix 1.2): one learning rate per federated round, cosine-decayed from
+    ``base_lr`` in round 0 to ``min_lr`` in the last round (1e-4 -> 1e-6 in the paper). nnU-Net's ``step(epoch)``
+    with epoch = round sets it; iterations inside a round keep it."""
+
+    def __init__(self, optimizer: Optimizer, base_lr: float, min_lr: float, num_rounds: int):
+        self.optimizer, self.base_lr, self.min_lr, self.num_rounds = optimizer, base_lr, min_lr, num_rounds
+        self.step(0)
+
+    def lr_at(self, round_index: int) -> float:
+        progress = min(1.0, round_index / max(1, self.num_rounds - 1))
+        return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * progress)) / 2
+
+    def step(self, epoch: int | None = None) -> None:
+        set_learning_rate(self.optimizer, self.lr_at(epoch or 0))
+
+    def step_iteration(self) -> None:
+        pass
+
+
+def set_learning_rate(optimizer: Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+class FixedLR:
+    """For trainers whose learning rate is set from outside (federated clients: the server's round rate)."""
+
+    def step(self, epoch: int | None = None) -> None:
+        pass
+
+    def step_iteration(self) -> None:
+        pass

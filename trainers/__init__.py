@@ -1,5 +1,7 @@
 """nnU-Net trainer classes of mapseg_nnunet (found by nnU-Net through ``nnUNet_extTrainer``)."""
-TRAINER_NAMES = ["nnUNetTrainerMAPSegMAE", "nnUNetTrainerMAPSegMAE_5epochs", "nnUNetTrainerMAPSegMAE_smoke",
+TRAINER_NAMES = ["nnUNetTrainerMAPSegFed", "nnUNetTrainerMAPSegFed_smoke", "nnUNetTrainerMAPSegFed_demo",
+                 "nnUNetTrainerMAPSegFedClient",
+                 "nnUNetTrainerMAPSegMAE", "nnUNetTrainerMAPSegMAE_5epochs", "nnUNetTrainerMAPSegMAE_smoke",
                  "nnUNetTrainerMAPSegMAE_demo",
                  "nnUNetTrainerMAPSegTTA", "nnUNetTrainerMAPSegTTA_smoke", "nnUNetTrainerMAPSegTTA_demo",
                  "nnUNetTrainerMAPSegUDA",

@@ -18,10 +18,13 @@ from mapseg_nnunet.uda import make_teacher, masked_pseudo_label_check, target_lo
 
 
 class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
+    requires_source_model = True
+
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.source_model = source_model_entry(self.plans_manager.plans)  # fails early, saying what to run
+        # fails early, saying what to run
+        self.source_model = source_model_entry(self.plans_manager.plans) if self.requires_source_model else None
         self.warmup_iterations = 0  # the warm-up happened at the source site (stage 1)
 
     def get_dataloaders(self):

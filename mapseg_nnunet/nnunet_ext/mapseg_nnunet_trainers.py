@@ -1,6 +1,8 @@
 """Shim for nnU-Net's ``nnUNet_extTrainer`` lookup: point the variable at this folder (``eval "$(mapseg_nnunet
 env)"``). nnU-Net imports this file as a top-level module and drops it afterwards; the classes keep their
 canonical ``mapseg_nnunet.trainers.*`` identity, so they stay picklable for spawned workers."""
+from mapseg_nnunet.trainers.federated import (nnUNetTrainerMAPSegFed, nnUNetTrainerMAPSegFed_demo,  # noqa: F401
+                                              nnUNetTrainerMAPSegFed_smoke, nnUNetTrainerMAPSegFedClient)
 from mapseg_nnunet.trainers.mae import (nnUNetTrainerMAPSegMAE, nnUNetTrainerMAPSegMAE_5epochs,  # noqa: F401
                                         nnUNetTrainerMAPSegMAE_smoke, nnUNetTrainerMAPSegMAE_demo)
 from mapseg_nnunet.trainers.tta import (nnUNetTrainerMAPSegTTA, nnUNetTrainerMAPSegTTA_smoke,  # noqa: F401

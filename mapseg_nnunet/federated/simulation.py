@@ -1,0 +1,171 @@
+"""Run Fed-MAPSeg on one machine with Flower's own runtimes, and the process helpers shared with the tests.
+
+    mapseg_federated_simulation -s SOURCE -t T1 T2 [T3 ...] -p MAPSegPlans [-tr nnUNetTrainerMAPSegFed]
+
+starts a simulation SuperLink (Flower's simulation runtime: one virtual SuperNode per target dataset on Ray),
+submits the Fed-MAPSeg app with ``flwr run --stream`` and stops the SuperLink when the run ends. Clients are
+registered targets of the source (``mapseg_register_targets``); the global model lands where ``nnUNetv2_train``
+would put the server trainer's model, e.g. ``nnUNet_results/DatasetXXX/nnUNetTrainerMAPSegFed__MAPSegPlans__3d_fullres
+/fold_0``. A real deployment runs the same app with ``flower-superlink`` and one ``flower-supernode`` per site
+(README)."""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app")
+BIN = os.path.dirname(sys.executable)
+
+
+def flower_environment(flwr_home: str) -> Dict[str, str]:
+    """Offline, quiet Flower: no telemetry or update checks, a private FLWR_HOME, no per-run dependency
+    installation."""
+    env = dict(os.environ)
+    env.update({"FLWR_HOME": flwr_home, "FLWR_TELEMETRY_ENABLED": "0", "FLWR_DISABLE_UPDATE_CHECK": "1",
+                "FLWR_DISABLE_RUNTIME_DEPENDENCY_INSTALLATION": "1", "RAY_USAGE_STATS_ENABLED": "0",
+                "GRPC_VERBOSITY": "NONE", "PATH": BIN + os.pathsep + env.get("PATH", "")})
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, log_file: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[0]} exited with {process.returncode}; see {log_file}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{process.args[0]} did not listen on port {port} within {timeout:.0f} s; see {log_file}")
+
+
+def flower_config_string(config: Dict[str, object]) -> str:
+    """``key1=1 key2="text"``: Flower's run / node / federation config syntax."""
+    return " ".join(f'{k}="{v}"' if isinstance(v, str) else f"{k}={v}" for k, v in config.items())
+
+
+class LocalFlower:
+    """Flower processes on this machine (loopback, no TLS), each in its own process group with its log in
+    ``workdir``; ``stop()`` (or leaving the ``with`` block) terminates them and their children."""
+
+    def __init__(self, workdir: str):
+        os.makedirs(workdir, exist_ok=True)
+        self.workdir = workdir
+        self.env = flower_environment(os.path.join(workdir, "flwr_home"))
+        self.processes: List[subprocess.Popen] = []
+        self.address: Optional[str] = None
+
+    def _start(self, name: str, command: List[str]) -> tuple:
+        log_file = os.path.join(self.workdir, f"{name}.log")
+        process = subprocess.Popen(command, env=self.env, stdout=open(log_file, "w"), stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+        self.processes.append(process)
+        return process, log_file
+
+    def start_superlink(self, simulation: bool) -> str:
+        port, control = free_port(), free_port()
+        command = [os.path.join(BIN, "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(port),
+                   "--control-api-address", f"127.0.0.1:{control}", "--isolation", "subprocess",
+                   "--disable-runtime-dependency-installation"] + (["--simulation"] if simulation else [])
+        process, log_file = self._start("superlink", command)
+        wait_for_port(port, process, log_file)
+        self.address = f"127.0.0.1:{port}"
+        os.makedirs(self.env["FLWR_HOME"], exist_ok=True)
+        with open(os.path.join(self.env["FLWR_HOME"], "config.toml"), "w") as f:
+            f.write(f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "{self.address}"\n'
+                    f'insecure = true\n')
+        return self.address
+
+    def start_supernode(self, name: str, node_config: Dict[str, object]) -> subprocess.Popen:
+        config = flower_config_string(node_config)
+        command = [os.path.join(BIN, "flower-supernode"), "--insecure", "--superlink", self.address, "--host",
+                   "127.0.0.1", "--port", str(free_port()), "--isolation", "subprocess", "--node-config", config]
+        return self._start(name, command)[0]
+
+    def run(self, run_config: Dict[str, object], federation_config: Optional[Dict[str, object]] = None,
+            app_dir: str = APP_DIR, timeout: Optional[float] = None) -> subprocess.CompletedProcess:
+        """``flwr run APP local --stream`` with the run config; its output goes to the caller's terminal and to
+        ``workdir/run.log``."""
+        command = [os.path.join(BIN, "flwr"), "run", app_dir, "local", "--stream", "--run-config",
+                   flower_config_string(run_config)]
+        if federation_config:
+            command += ["--federation-config", flower_config_string(federation_config)]
+        with open(os.path.join(self.workdir, "run.log"), "w") as log:
+            process = subprocess.Popen(command, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                       text=True, start_new_session=True)
+            self.processes.append(process)
+            for line in process.stdout:
+                sys.stdout.write(line)
+                log.write(line)
+            process.wait(timeout)
+        return subprocess.CompletedProcess(command, process.returncode)
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                try:
+                    os.killpg(process.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+        for process in self.processes:
+            try:
+                process.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def simulation_entry(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Fed-MAPSeg simulation on this machine: the server trains on the labeled source, one simulated "
+                    "client per registered target dataset adapts on it (Flower simulation runtime).")
+    parser.add_argument("-s", required=True, help="[REQUIRED] Source dataset name or id (the server's data).")
+    parser.add_argument("-t", nargs="+", required=True, help="[REQUIRED] Target datasets, one client each "
+                                                             "(registered to the source with the same plans).")
+    parser.add_argument("-p", default="MAPSegPlans", help="Plans identifier. Default: MAPSegPlans")
+    parser.add_argument("-c", default="3d_fullres", help="Configuration. Default: 3d_fullres")
+    parser.add_argument("-f", default="0", help="Source fold (its validation cases give the Score). Default: 0")
+    parser.add_argument("-tr", default="nnUNetTrainerMAPSegFed",
+                        help="Server trainer: rounds, steps and learning rates. Default: nnUNetTrainerMAPSegFed")
+    parser.add_argument("-pretrained_weights", default="", help="Initial weights, e.g. the MAE checkpoint.")
+    parser.add_argument("-device", default="auto", help="cpu, cuda or auto. Default: auto")
+    parser.add_argument("--cpus_per_client", type=int, default=1,
+                        help="CPU cores Ray reserves per simulated client (how many run at once). Default: 1")
+    parser.add_argument("--workdir", help="Where Flower's logs and state go. Default: a temporary folder.")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="mapseg_fed_")
+    run_config = {"source": str(args.s), "clients": " ".join(args.t), "plans": args.p, "configuration": args.c,
+                  "fold": str(args.f), "server-trainer": args.tr, "min-clients": len(args.t),
+                  "device": args.device, "pretrained-weights": os.path.abspath(args.pretrained_weights)
+                  if args.pretrained_weights else ""}
+    federation = {"num-supernodes": len(args.t), "client-resources-num-cpus": args.cpus_per_client}
+    print(f"Fed-MAPSeg simulation: server on {args.s}, clients {', '.join(args.t)}; Flower logs in {workdir}")
+    with LocalFlower(workdir) as flower:
+        flower.start_superlink(simulation=True)
+        result = flower.run(run_config, federation)
+    # `flwr run --stream` exits 0 even when the run failed: the server's final checkpoint tells
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    from mapseg_nnunet.targets import dataset_name
+    final = os.path.join(get_output_folder(dataset_name(args.s), args.tr, args.p, args.c, args.f),
+                         "checkpoint_final.pth")
+    if result.returncode != 0 or not os.path.isfile(final):
+        raise SystemExit(f"ERROR: the federation did not finish ({final} missing); Flower logs in {workdir}")
+    print(f"Global model: {final}")

@@ -1,0 +1,71 @@
+"""The nnU-Net side of a federation, independent of Flower: the server trainer that lives across rounds (resumed
+from its last completed round) and one client round at a site."""
+from __future__ import annotations
+
+import contextlib
+import io
+from typing import Optional
+
+import torch
+from batchgenerators.utilities.file_and_folder_operations import isfile, join
+
+from mapseg_nnunet.cli import set_ext_trainer_environment
+
+SERVER_TRAINER = "nnUNetTrainerMAPSegFed"
+CLIENT_TRAINER = "nnUNetTrainerMAPSegFedClient"
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_trainer(dataset: str, trainer: str, plans: str, configuration: str, fold, device: torch.device,
+                  continue_training: bool = False):
+    """An nnU-Net trainer as ``nnUNetv2_train`` builds it (class lookup through ``nnUNet_extTrainer``)."""
+    from nnunetv2.run.run_training import get_trainer_from_args
+    set_ext_trainer_environment()
+    fold = fold if str(fold) == "all" else int(fold)
+    with contextlib.redirect_stdout(io.StringIO()):  # the class search prints every module it imports
+        return get_trainer_from_args(str(dataset), configuration, fold, trainer, plans, continue_training,
+                                     device=device)
+
+
+def start_server(source: str, trainer: str, plans: str, configuration: str, fold, device: torch.device,
+                 pretrained_weights: Optional[str] = None):
+    """The server trainer, ready for ``begin_round``: resumed from its last completed round when a checkpoint
+    exists (``checkpoint_final`` = the federation is finished), else from ``pretrained_weights`` (e.g. the MAE
+    encoder) or from scratch."""
+    from nnunetv2.run.run_training import maybe_load_checkpoint
+    server = build_trainer(source, trainer, plans, configuration, fold, device, continue_training=True)
+    resumable = any(isfile(join(server.output_folder, f)) for f in ("checkpoint_final.pth", "checkpoint_latest.pth"))
+    if resumable:
+        maybe_load_checkpoint(server, True, False)
+        server.print_to_log_file(f"Federation resumed after round {server.current_epoch} of {server.num_epochs}")
+    else:
+        maybe_load_checkpoint(server, False, False, pretrained_weights)
+    server.on_train_start()
+    return server
+
+
+def client_round(dataset: str, plans: str, configuration: str, teacher_state: dict, lr: float, iterations: int,
+                 device: torch.device, trainer: str = CLIENT_TRAINER) -> tuple:
+    """One client round on the site's registered target ``dataset`` (all its cases): returns
+    ``(teacher weights, number of cases, metrics)``."""
+    client = build_trainer(dataset, trainer, plans, configuration, "all", device)
+    client.initialize()
+    client.dataloader_train, client.dataloader_val = client.get_dataloaders()
+    try:
+        state, metrics = client.client_round(teacher_state, lr, iterations)
+    finally:
+        for loader in (client.dataloader_train, client.dataloader_val):
+            if hasattr(loader, "_finish"):
+                loader._finish()
+    return state, len(client.dataset_class(client.preprocessed_dataset_folder).identifiers), metrics
+
+
+def finish_server(server) -> None:
+    """checkpoint_final.pth (nnU-Net's on_train_end) and the source validation of the global model."""
+    server.on_train_end()
+    server.perform_actual_validation(False)
