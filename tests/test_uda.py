@@ -9,7 +9,7 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from mapseg_nnunet.architectures import MAPSegNet, channelwise_cosine_loss
 from mapseg_nnunet.presets import PRESETS
-from mapseg_nnunet.schedules import ConstantThenCosineLR, CosineWarmRestartsLR
+from mapseg_nnunet.schedules import ConstantThenCosineLR, CosineWarmRestartsLR, RoundCosineLR
 from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
                                selection_score, source_loss, target_loss)
 
@@ -103,3 +103,14 @@ def test_lr_schedules_in_iterations():
     assert uda.lr_at(0) == 1e-4 and uda.lr_at(1000) == 1e-4 and uda.lr_at(3000) == 1e-4  # restarts 1k, +2k
     assert uda.lr_at(500) == pytest.approx(1e-8 + (1e-4 - 1e-8) / 2)
     assert uda.lr_at(2000) == pytest.approx(1e-8 + (1e-4 - 1e-8) * (1 + math.cos(math.pi / 2)) / 2)
+
+
+def test_federated_round_schedule_decays_over_rounds():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1)
+    fed = RoundCosineLR(opt, 1e-4, 1e-6, num_rounds=100)
+    assert fed.lr_at(0) == pytest.approx(1e-4) and fed.lr_at(99) == pytest.approx(1e-6)
+    assert fed.lr_at(49) == pytest.approx(1e-6 + (1e-4 - 1e-6) * (1 + math.cos(math.pi * 49 / 99)) / 2)
+    assert all(fed.lr_at(r) > fed.lr_at(r + 1) for r in range(99))
+    fed.step(epoch=30)
+    fed.step_iteration()  # constant within a round
+    assert opt.param_groups[0]["lr"] == pytest.approx(fed.lr_at(30))
