@@ -11,7 +11,7 @@ WORK        ?= $(CURDIR)/work_dirs
 NNUNET_ENV  := nnUNet_raw=$(WORK)/nnUNet_raw nnUNet_preprocessed=$(WORK)/nnUNet_preprocessed \
                nnUNet_results=$(WORK)/nnUNet_results nnUNet_compile=f nnUNet_def_n_proc=1
 
-.PHONY: install test demo demo-federated clean
+.PHONY: install test demo demo-federated benchmarks benchmarks-quick clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ demo: install
 
 demo-federated: install
 	$(NNUNET_ENV) PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo_federated.sh
+
+benchmarks: install
+	$(BIN)/python benchmarks/run_benchmarks.py
+
+benchmarks-quick: install
+	$(BIN)/python benchmarks/run_benchmarks.py --quick
 
 clean:
 	rm -rf $(WORK)

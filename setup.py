@@ -61,6 +61,7 @@ setup(
             "mapseg_register_targets=mapseg_nnunet.targets:register_targets_entry",
             "mapseg_receive_source_model=mapseg_nnunet.test_time:receive_source_model_entry",
             "mapseg_federated_simulation=mapseg_nnunet.federated.simulation:simulation_entry",
+            "mapseg_plans_variant=mapseg_nnunet.trainer_settings:plans_variant_entry",
         ]
     },
 )

@@ -160,8 +160,14 @@ def _finish(final: str, partial: str, num_training: int, name: str, description:
 
 def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, seed: int = 0,
                          counts: Optional[Dict[str, int]] = None, overwrite: bool = False,
-                         verbose: bool = True) -> Dict[str, str]:
-    """Write the source and the three targets; returns {role: dataset folder}."""
+                         verbose: bool = True, oracle_ids: Optional[Sequence[int]] = None) -> Dict[str, str]:
+    """Write the source and the three targets; returns {role: dataset folder}.
+
+    ``oracle_ids`` (one per target) also writes, for benchmarks only, ``DemoBrainOracle<domain>``: the target's
+    training images *with* their labels (imagesTr + labelsTr), to train the target-oracle ceiling. The cohort
+    itself is identical with or without it (same random draws)."""
+    if oracle_ids is not None and len(oracle_ids) != len(DOMAINS):
+        raise ValueError(f"oracle_ids needs one id per target domain {DOMAINS}, got {list(oracle_ids)}")
     counts = {**DEFAULT_COUNTS, **(counts or {})}
     t0 = time.time()
     templates = load_templates()
@@ -170,8 +176,14 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
     plan = [("source", dataset_ids[0], "DemoBrainSourceT1w", "labeled T1w source")] + [
         (domain, i, f"DemoBrainTarget{domain}", f"unlabeled {domain} target (test labels for evaluation only)")
         for domain, i in zip(DOMAINS, dataset_ids[1:])]
-    for domain, dataset_id, name, description in plan:
+    for index, (domain, dataset_id, name, description) in enumerate(plan):
         final, partial = _dataset(raw, dataset_id, name, overwrite)
+        oracle = None
+        if oracle_ids is not None and domain != "source":
+            oracle_name = f"DemoBrainOracle{domain}"
+            oracle = (oracle_name, *_dataset(raw, oracle_ids[index - 1], oracle_name, overwrite))
+            for sub in ("imagesTr", "labelsTr"):
+                os.makedirs(os.path.join(oracle[2], sub))
         try:
             splits = [("imagesTr", "labelsTr", counts["source_train"])] if domain == "source" else \
                 [("imagesTr", None, counts["target_train"]), ("imagesTs", "labelsTs", counts["target_test"])]
@@ -187,9 +199,19 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
                            False)
                     if labels:
                         _write(label, os.path.join(partial, labels, f"{case}.nii.gz"), True)
+                    elif oracle is not None:
+                        shutil.copy(os.path.join(partial, images, f"{case}_0000.nii.gz"),
+                                    os.path.join(oracle[2], "imagesTr"))
+                        _write(label, os.path.join(oracle[2], "labelsTr", f"{case}.nii.gz"), True)
             _finish(final, partial, splits[0][2], name, description)
+            if oracle is not None:
+                _finish(oracle[1], oracle[2], counts["target_train"], oracle[0],
+                        f"benchmark ceiling only: the {domain} target's training images with their labels")
+                written[f"oracle_{domain}"] = oracle[1]
         finally:
             shutil.rmtree(partial, ignore_errors=True)
+            if oracle is not None:
+                shutil.rmtree(oracle[2], ignore_errors=True)
         written[domain] = final
         if verbose:
             print(f"{final}: {description}")
@@ -202,6 +224,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", nargs=4, type=int, default=list(DEFAULT_IDS),
                         help="dataset ids: source, T2w target, site target, age target. Default: 951 952 953 954")
+    parser.add_argument("--oracle_ids", nargs=3, type=int, default=None,
+                        help="benchmarks only: also write labeled copies of the three targets' training sets "
+                             "(target-oracle ceiling) under these dataset ids")
     parser.add_argument("-o", default=None, help="output folder. Default: $nnUNet_raw")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace existing demo datasets")
@@ -212,7 +237,7 @@ def main(argv=None) -> None:
         if not nnUNet_raw.is_set():
             raise SystemExit("ERROR: set nnUNet_raw or pass -o")
         raw = os.fspath(nnUNet_raw)
-    generate_demo_cohort(raw, args.d, args.seed, overwrite=args.overwrite)
+    generate_demo_cohort(raw, args.d, args.seed, overwrite=args.overwrite, oracle_ids=args.oracle_ids)
 
 
 if __name__ == "__main__":

@@ -83,10 +83,20 @@ def load_registry(source: str | int) -> dict:
 
 
 def registered_targets(source: str | int, plans_identifier: str, configuration: str = "3d_fullres",
-                       roles: Sequence[str] = ("target",)) -> List[dict]:
-    return [t for t in load_registry(source)["targets"]
-            if t["plans_identifier"] == plans_identifier and t["configuration"] == configuration
-            and t["role"] in roles]
+                       roles: Sequence[str] = ("target",), data_identifier: Optional[str] = None) -> List[dict]:
+    """Targets registered with ``plans_identifier``; a plans variant that shares preprocessed data
+    (``data_identifier``, see ``mapseg_plans_variant``) falls back to the targets registered with that data."""
+    entries = [t for t in load_registry(source)["targets"] if t["configuration"] == configuration
+               and t["role"] in roles]
+    own = [t for t in entries if t["plans_identifier"] == plans_identifier]
+    if own or data_identifier is None:
+        return own
+    shared, seen = [], set()
+    for t in entries:
+        if t["data_identifier"] == data_identifier and t["dataset_name"] not in seen:
+            shared.append(t)
+            seen.add(t["dataset_name"])
+    return shared
 
 
 def target_data_folder(entry: dict) -> str:
@@ -221,7 +231,7 @@ def training_domains(source_name: str, plans_identifier: str, configuration: str
     _, preprocessed = _paths()
     source_folder = join(preprocessed, source_name, data_identifier)
     domains = [(source_name, infer_dataset_class(source_folder)(source_folder, identifiers))]
-    for entry in registered_targets(source_name, plans_identifier, configuration, roles):
+    for entry in registered_targets(source_name, plans_identifier, configuration, roles, data_identifier):
         folder = target_data_folder(entry)
         if not isdir(folder):
             raise DatasetError(f"{folder}: registered target data are missing; run mapseg_register_targets again")

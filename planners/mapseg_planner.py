@@ -100,3 +100,32 @@ class MAPSegPlanner(ExperimentPlanner):
 class MAPSegPlannerCPU(MAPSegPlanner):
     """Same code path, CPU-sized preset (48^3 patches, width 32): demo, tests, benchmarks."""
     preset_name = "cpu"
+
+
+class nnUNetPlannerCPU(ExperimentPlanner):
+    """Stock nnU-Net plans (nnU-Net's U-Net topology search and normalisation) whose 3d_fullres patch and batch
+    are those of the MAPSeg CPU preset: the budget-matched stock nnU-Net baseline of the benchmarks (plans
+    ``nnUNetPlansCPU``). nnU-Net searches the U-Net for that patch; nothing else changes."""
+    preset_name = "cpu"
+
+    def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
+                 overwrite_target_spacing: Union[List[float], Tuple[float, ...]] = None,
+                 suppress_transpose: bool = False):
+        self.preset = PRESETS[self.preset_name]
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
+                         plans_name or "nnUNetPlansCPU", overwrite_target_spacing, suppress_transpose)
+        self.lowres_creation_threshold = 0  # one 3d_fullres configuration at the preset's patch
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache):
+        patch = np.array(self.preset.patch_size)[-len(spacing):]
+        # nnU-Net starts its patch search from the median shape: start it from the preset's patch instead
+        plan = super().get_plans_for_configuration(spacing, np.minimum(median_shape, patch), data_identifier,
+                                                   approximate_n_voxels_dataset, _cache)
+        plan["median_image_size_in_voxels"] = median_shape
+        plan["batch_size"] = self.preset.batch_size
+        return plan
+
+    def static_estimate_VRAM_usage(self, *args, **kwargs):
+        return 1  # the patch is fixed: nnU-Net's GPU-memory search (which builds the network) has nothing to do

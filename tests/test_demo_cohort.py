@@ -58,3 +58,20 @@ def test_demo_cohort_layout_shifts_and_determinism(tmp_path):
     assert _digest(src) == _digest(again["source"])
     other_seed = generate_demo_cohort(str(tmp_path / "c"), counts=COUNTS, seed=1, verbose=False)
     assert _digest(src) != _digest(other_seed["source"])
+
+
+def test_oracle_copies_hold_the_target_training_images_with_labels(tmp_path):
+    """Benchmarks' ceiling: labeled copies of the targets' training sets, without changing the cohort."""
+    plain = generate_demo_cohort(str(tmp_path / "plain"), counts=COUNTS, verbose=False)
+    out = generate_demo_cohort(str(tmp_path / "oracle"), counts=COUNTS, verbose=False, oracle_ids=(955, 956, 957))
+    for domain, dataset_id in zip(("T2w", "Site", "Age"), (955, 956, 957)):
+        assert _digest(out[domain]) == _digest(plain[domain])  # the cohort is unchanged
+        oracle = out[f"oracle_{domain}"]
+        assert os.path.basename(oracle) == f"Dataset{dataset_id}_DemoBrainOracle{domain}"
+        assert sorted(os.listdir(oracle)) == ["dataset.json", "imagesTr", "labelsTr"]
+        image = sorted(os.listdir(os.path.join(oracle, "imagesTr")))[0]
+        assert np.array_equal(_read(os.path.join(oracle, "imagesTr", image)),
+                              _read(os.path.join(out[domain], "imagesTr", image)))
+        label = _read(os.path.join(oracle, "labelsTr", image.replace("_0000", "")))
+        brain = _read(os.path.join(oracle, "imagesTr", image)) > 0
+        assert set(np.unique(label)) == {0, 1, 2, 3} and (label[brain] > 0).mean() > 0.95

@@ -7,4 +7,5 @@ TRAINER_NAMES = ["nnUNetTrainerMAPSegFed", "nnUNetTrainerMAPSegFed_smoke", "nnUN
                  "nnUNetTrainerMAPSegUDA",
                  "nnUNetTrainerMAPSegUDA_1epoch", "nnUNetTrainerMAPSegUDA_5epochs", "nnUNetTrainerMAPSegUDA_noGLC",
                  "nnUNetTrainerMAPSegUDA_noMPL", "nnUNetTrainerMAPSegUDA_smoke", "nnUNetTrainerMAPSegUDA_noMPL_smoke",
-                 "nnUNetTrainerMAPSegUDA_demo", "nnUNetTrainerMAPSegUDA_noMPL_demo"]
+                 "nnUNetTrainerMAPSegUDA_demo", "nnUNetTrainerMAPSegUDA_noMPL_demo",
+                 "nnUNetTrainer_settingsFromPlans"]

@@ -9,9 +9,10 @@ from mapseg_nnunet.atomic import atomic_path
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.optimization import amp_step
 from mapseg_nnunet.plans import adapt_plans, preset_for_device
+from mapseg_nnunet.trainer_settings import SETTINGS_KEY, PlansTrainerSettings
 
 
-class nnUNetTrainerMAPSegBase(nnUNetTrainer):
+class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
     # Preset used when the plans are not MAPSeg plans (e.g. stock nnUNetPlans): 'auto' = paper on CUDA, cpu else.
     mapseg_preset = "auto"
 
@@ -33,7 +34,7 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
         self.activation_checkpointing = False  # recompute encoder activations in backward (larger patches on GPUs)
 
     def initialize(self):
-        super().initialize()
+        super().initialize()  # PlansTrainerSettings: the plans' trainer settings first, then nnU-Net's
         predictor_hook.unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
 
     def optimization_step(self, compute_loss, clip_norm=None):
@@ -57,7 +58,8 @@ class nnUNetTrainerMAPSegBase(nnUNetTrainer):
                                                            num_input_channels, num_output_channels,
                                                            enable_deep_supervision=False)
         network.mapseg_intensity = configuration_manager.configuration["mapseg"]["intensity"]
-        network.mapseg_glc_inference = cls.glc_inference
+        settings = configuration_manager.configuration.get(SETTINGS_KEY) or {}
+        network.mapseg_glc_inference = bool(settings.get("loss_weights.use_glc", cls.glc_inference))
         predictor_hook.install()
         return network
 

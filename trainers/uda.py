@@ -42,6 +42,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
         self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
+        self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
         self.inference_allowed_mirroring_axes = None  # trained without flips: no test-time mirroring by default
         self.source_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.4), rotation_degrees=30,
                                                            flip_probability=0)
@@ -164,6 +165,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
         else:
             self.epochs_without_improvement += 1
+        if self.keep_epoch_checkpoints:
+            self.save_checkpoint(join(self.output_folder, f"checkpoint_epoch_{self.current_epoch:03d}.pth"))
         self._best_ema = float("inf")  # checkpoint_best follows Score, not nnU-Net's EMA pseudo Dice
         super().on_epoch_end()
 

@@ -13,3 +13,4 @@ from mapseg_nnunet.trainers.uda import (nnUNetTrainerMAPSegUDA, nnUNetTrainerMAP
                                         nnUNetTrainerMAPSegUDA_noMPL_smoke,
                                         nnUNetTrainerMAPSegUDA_demo, nnUNetTrainerMAPSegUDA_noMPL_demo)
 
+from mapseg_nnunet.trainers.stock import nnUNetTrainer_settingsFromPlans  # noqa: F401

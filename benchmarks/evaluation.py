@@ -1,0 +1,139 @@
+"""Prediction (nnU-Net's ``nnUNetPredictor`` API, GLC through the installed predictor hook, the same path as
+``nnUNetv2_predict``) and Dice against test labels, for every model of a benchmark run."""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+LABELS = (1, 2, 3)
+
+
+def dice_scores(prediction: np.ndarray, reference: np.ndarray, labels=LABELS) -> Dict[int, float]:
+    """Per-class Dice; NaN where a class is absent from both (nnU-Net's convention)."""
+    scores = {}
+    for label in labels:
+        p, r = prediction == label, reference == label
+        denominator = p.sum() + r.sum()
+        scores[label] = float(2 * np.logical_and(p, r).sum() / denominator) if denominator else float("nan")
+    return scores
+
+
+def score_folder(prediction_folder: str, label_folder: str) -> dict:
+    """Mean per-class Dice (%) over the cases of ``label_folder`` and their mean ('mean'), saved as scores.json."""
+    per_case = {}
+    for name in sorted(f for f in os.listdir(label_folder) if f.endswith(".nii.gz")):
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(label_folder, name)))
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(prediction_folder, name)))
+        per_case[name] = dice_scores(prediction, reference)
+    classes = {str(label): 100 * float(np.nanmean([c[label] for c in per_case.values()])) for label in LABELS}
+    result = {"classes": classes, "mean": float(np.nanmean(list(classes.values()))),
+              "cases": {k: {str(label): v for label, v in c.items()} for k, c in per_case.items()}}
+    with open(os.path.join(prediction_folder, "scores.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def predict_folder(model_folder: str, images: str, output: str, checkpoint: str = "checkpoint_final.pth",
+                   fold: str = "0", log: Optional[str] = None) -> None:
+    """nnUNetPredictor on a folder of images (its messages go to ``log``)."""
+    with open(log or os.devnull, "a") as f, contextlib.redirect_stdout(f):
+        _predict_folder(model_folder, images, output, checkpoint, fold)
+
+
+def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str) -> None:
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
+                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model_folder, (fold if fold == "all" else int(fold),),
+                                                   checkpoint_name=checkpoint)
+    os.makedirs(output, exist_ok=True)
+    predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
+
+
+def predict_and_score(model_folder: str, images: str, labels: str, output: str,
+                      checkpoint: str = "checkpoint_final.pth") -> dict:
+    """Predict ``images`` with the model, score against ``labels``; cached in ``output/scores.json``."""
+    cached = os.path.join(output, "scores.json")
+    if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(
+            os.path.join(model_folder, "fold_0", checkpoint)):  # evaluated after the model was (re)trained
+        return json.load(open(cached))
+    predict_folder(model_folder, images, output, checkpoint, log=os.path.join(os.path.dirname(output), "predict.log"))
+    return score_folder(output, labels)
+
+
+def source_validation_folder(runner) -> tuple:
+    """Images / labels of the source's fold-0 validation cases (Table 3's source Dice), as symlink folders."""
+    source_raw = runner.folder(951)
+    split = json.load(open(os.path.join(runner.folder(951, "nnUNet_preprocessed"), "splits_final.json")))[0]
+    base = os.path.join(runner.work, "source_validation")
+    images, labels = os.path.join(base, "images"), os.path.join(base, "labels")
+    for folder in (images, labels):
+        os.makedirs(folder, exist_ok=True)
+    for case in split["val"]:
+        for src, dst in ((os.path.join(source_raw, "imagesTr", f"{case}_0000.nii.gz"), images),
+                         (os.path.join(source_raw, "labelsTr", f"{case}.nii.gz"), labels)):
+            link = os.path.join(dst, os.path.basename(src))
+            if not os.path.exists(link):
+                os.symlink(src, link)
+    return images, labels
+
+
+def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], ablations: Dict[str, str]) -> dict:
+    """{'quality': {seed: {method: {target: scores}}}, 'source': {...}, 'ablations': ..., 'selection': ...}."""
+    from run_benchmarks import TARGETS
+    predictions = os.path.join(runner.work, "predictions")
+    targets = {t: (os.path.join(runner.folder(t), "imagesTs"), os.path.join(runner.folder(t), "labelsTs"))
+               for t in TARGETS}
+
+    def on_targets(model_folder: str, name: str, only: Optional[List[int]] = None,
+                   checkpoint: str = "checkpoint_final.pth") -> dict:
+        return {t: predict_and_score(model_folder, *targets[t], os.path.join(predictions, name, str(t)), checkpoint)
+                for t in (only or TARGETS)}
+
+    src_images, src_labels = source_validation_folder(runner)
+    results = {"quality": {}, "source": {}, "ablations": {}, "selection": None}
+    for seed, models in seeds.items():
+        runner.say(f"evaluating seed {seed}")
+        row = {}
+        for method in ("floor", "source_only", "uda"):
+            if method in models:
+                row[method] = on_targets(models[method], f"s{seed}/{method}")
+        if f"oracle/{TARGETS[0]}" in models:
+            row["oracle"] = {t: on_targets(models[f"oracle/{t}"], f"s{seed}/oracle", [t])[t] for t in TARGETS}
+        row["tta"] = {t: on_targets(models[f"tta/{t}"], f"s{seed}/tta", [t])[t] for t in TARGETS}
+        results["quality"][seed] = row
+        source = {"source_only": predict_and_score(models["source_only"], src_images, src_labels,
+                                                   os.path.join(predictions, f"s{seed}/source_val/source_only"))}
+        for t in TARGETS:
+            source[f"tta/{t}"] = predict_and_score(models[f"tta/{t}"], src_images, src_labels,
+                                                   os.path.join(predictions, f"s{seed}/source_val/tta_{t}"))
+        results["source"][seed] = source
+    if fed:
+        first = min(seeds)
+        results["quality"][first]["fed"] = on_targets(fed, f"s{first}/fed")
+    ablation_targets = [TARGETS[0]]  # paper Table 5 / Fig. 3: cross-sequence
+    for name, folder in ablations.items():
+        results["ablations"][name] = on_targets(folder, f"ablation/{name.replace(' ', '_')}", ablation_targets)
+    first = min(seeds)
+    uda = seeds[first]["uda"]
+    epochs = sorted(f for f in os.listdir(os.path.join(uda, "fold_0")) if f.startswith("checkpoint_epoch_"))
+    if epochs:
+        runner.say(f"selection check: target Dice of the {len(epochs)} epoch checkpoints of seed {first}'s UDA run")
+        history = torch.load(os.path.join(uda, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                             weights_only=False)["mapseg"]["score_history"]
+        per_epoch = []
+        for checkpoint in epochs:
+            epoch = int(checkpoint.split("_")[-1].split(".")[0])
+            dice = on_targets(uda, f"s{first}/uda_epochs/{epoch}", ablation_targets, checkpoint=checkpoint)
+            record = next(r for r in history if r["epoch"] == epoch)
+            per_epoch.append({"epoch": epoch, "score": record["score"], "source_dice": record["source_dice"],
+                              "mpl": record["mpl"], "target_dice": {str(t): dice[t]["mean"] for t in dice}})
+        results["selection"] = per_epoch
+    return results

@@ -1,0 +1,215 @@
+"""RESULTS.md and PNG plots from the measured results of ``run_benchmarks.py`` (results.json is kept next to
+them, so the report can be rewritten without re-running: ``python benchmarks/report.py OUT_FOLDER``)."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from typing import Dict, List, Optional
+
+import numpy as np
+
+MIN_GAP = 5.0  # Dice points: below, "fraction of the gap" is noise over a tiny denominator
+CLASS_NAMES = {"1": "CSF", "2": "GM", "3": "WM"}
+METHODS = [("floor", "source-only nnU-Net (stock nnUNetTrainer): floor"),
+           ("source_only", "source-only MAPSeg network (warm-up terms only)"),
+           ("uda", "MAPSeg centralized UDA"),
+           ("tta", "MAPSeg test-time UDA"),
+           ("fed", "Fed-MAPSeg (first seed only)"),
+           ("oracle", "target oracle (stock nnUNetTrainer on target labels): ceiling")]
+
+
+def _stats(values: List[float]) -> str:
+    values = [v for v in values if v is not None and not np.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return f"{values[0]:.1f}"
+    return f"{np.mean(values):.1f} ± {np.std(values, ddof=1):.1f}"
+
+
+def _values(results: dict, method: str, target: str, key: str = "mean") -> List[float]:
+    out = []
+    for row in results["quality"].values():
+        if method in row and target in row[method]:
+            scores = row[method][target]
+            out.append(scores["mean"] if key == "mean" else scores["classes"][key])
+    return out
+
+
+def quality_table(results: dict, targets: Dict[str, str]) -> List[str]:
+    seeds = len(results["quality"])
+    lines = [f"Mean foreground Dice (%) on each target's held-out test labels, mean ± sample std over the seeds "
+             f"that ran the method ({seeds} seed(s) in all; a single value = one seed); per class in the third "
+             f"table. Gap closed = (method - floor) / (oracle - floor), on the means.", "",
+             "| method | " + " | ".join(targets.values()) + " |", "|---|" + "---|" * len(targets)]
+    for method, title in METHODS:
+        cells = [_stats(_values(results, method, t)) for t in targets]
+        if all(c == "n/a" for c in cells):
+            continue
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "| method | " + " | ".join(f"gap closed, {v}" for v in targets.values()) + " |",
+              "|---|" + "---|" * len(targets)]
+    for method, title in METHODS:
+        if method in ("floor", "oracle"):
+            continue
+        cells = []
+        for t in targets:
+            m, f, o = (np.mean(_values(results, k, t)) if _values(results, k, t) else np.nan
+                       for k in (method, "floor", "oracle"))
+            if np.isnan(m) or np.isnan(f) or np.isnan(o):
+                cells.append("n/a")
+            elif o - f < MIN_GAP:
+                cells.append(f"n/a (ceiling - floor = {o - f:.1f})")
+            else:
+                cells.append(f"{100 * (m - f) / (o - f):+.0f} %")
+        if all(c == "n/a" for c in cells):
+            continue
+        lines.append(f"| {title} | " + " | ".join(cells) + " |")
+    lines += ["", "Per class (mean over seeds):", "",
+              "| method | target | " + " | ".join(CLASS_NAMES.values()) + " |", "|---|---|---|---|---|"]
+    for method, title in METHODS:
+        for t, name in targets.items():
+            if not _values(results, method, t):
+                continue
+            lines.append(f"| {method} | {name} | " + " | ".join(
+                _stats([float(np.mean(_values(results, method, t, c)))]) for c in CLASS_NAMES) + " |")
+    return lines
+
+
+def tta_table(results: dict, targets: Dict[str, str]) -> List[str]:
+    lines = ["Mean foreground Dice (%), mean ± std over seeds. Source = the source's fold-0 validation cases; "
+             "stage 1 = the source-only MAPSeg model; stage 2 runs at the target site without source data.", "",
+             "| target site | source before | source after | target before | target after |", "|---|---|---|---|---|"]
+    for t, name in targets.items():
+        before = [s["source_only"]["mean"] for s in results["source"].values()]
+        after = [s[f"tta/{t}"]["mean"] for s in results["source"].values()]
+        lines.append(f"| {name} | {_stats(before)} | {_stats(after)} | {_stats(_values(results, 'source_only', t))} "
+                     f"| {_stats(_values(results, 'tta', t))} |")
+    return lines
+
+
+def ablation_table(results: dict, targets: Dict[str, str]) -> List[str]:
+    first = results["quality"][min(results["quality"], key=int)]
+    lines = ["First seed only, same budget as the main runs; mean foreground Dice (%) on the test labels (the "
+             "variants are evaluated on the cross-sequence target, as the paper's Table 5).", "",
+             "| variant | " + " | ".join(targets.values()) + " |", "|---|" + "---|" * len(targets)]
+    lines.append("| full MAPSeg (MAE + GLC + MPL, mask 0.7, cube 8) | " +
+                 " | ".join(f"{first['uda'][t]['mean']:.1f}" for t in targets) + " |")
+    lines.append("| no MPL (= source-only MAPSeg) | " +
+                 " | ".join(f"{first['source_only'][t]['mean']:.1f}" for t in targets) + " |")
+    for name, scores in results["ablations"].items():
+        lines.append(f"| {name} | " + " | ".join(f"{scores[t]['mean']:.1f}" if t in scores else "n/a"
+                                                  for t in targets) + " |")
+    return lines
+
+
+def selection_table(results: dict, targets: Dict[str, str]) -> List[str]:
+    epochs = results["selection"]
+    if not epochs:
+        return ["No per-epoch checkpoints were kept in this run."]
+    best_score = max(epochs, key=lambda e: e["score"])
+    lines = ["Centralized UDA, first seed, one checkpoint per epoch. Score = source validation Dice - 0.5 x mean "
+             "L_MPL (label-free); the oracle choice uses the target test labels.", "",
+             "| target | Dice of the Score-selected epoch | Dice of the best epoch (oracle) | epochs (Score / oracle) |",
+             "|---|---|---|---|"]
+    for t, name in targets.items():
+        if t not in epochs[0]["target_dice"]:
+            continue
+        best = max(epochs, key=lambda e: e["target_dice"][t])
+        lines.append(f"| {name} | {best_score['target_dice'][t]:.1f} | {best['target_dice'][t]:.1f} | "
+                     f"{best_score['epoch']} / {best['epoch']} |")
+    return lines
+
+
+def speed_table(speed: Optional[dict]) -> List[str]:
+    if not speed:
+        return ["Not measured in this run (--skip_speed)."]
+    lines = ["| ratio | value | what was measured |", "|---|---|---|"]
+    for row in speed["rows"]:
+        lines.append(f"| {row['name']} | {row['ratio']:.2f} | {row['detail']} |")
+    return lines
+
+
+def plots(out: str, results: dict, targets: Dict[str, str]) -> List[str]:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    files = []
+    methods = [(m, t) for m, t in METHODS if any(_values(results, m, x) for x in targets)]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.8 / len(methods)
+    for i, (method, title) in enumerate(methods):
+        means = [np.mean(_values(results, method, t)) if _values(results, method, t) else 0 for t in targets]
+        stds = [np.std(_values(results, method, t)) if len(_values(results, method, t)) > 1 else 0 for t in targets]
+        ax.bar(np.arange(len(targets)) + i * width, means, width, yerr=stds, label=method, capsize=2)
+    ax.set_xticks(np.arange(len(targets)) + 0.4 - width / 2, list(targets.values()))
+    ax.set_ylabel("mean foreground Dice (%)")
+    ax.legend(fontsize=8, ncol=3)
+    ax.set_title("Target test Dice per method (mean ± std over seeds)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "dice_per_method.png"), dpi=100)
+    plt.close(fig)
+    files.append("dice_per_method.png")
+    if results["selection"]:
+        epochs = results["selection"]
+        fig, ax = plt.subplots(figsize=(7, 4))
+        x = [e["epoch"] for e in epochs]
+        ax.plot(x, [100 * e["score"] for e in epochs], "k-o", label="Score x 100 (label-free)")
+        ax.plot(x, [100 * e["source_dice"] for e in epochs], "k--", label="source val Dice x 100 (patches)")
+        for t, name in targets.items():
+            if t in epochs[0]["target_dice"]:
+                ax.plot(x, [e["target_dice"][t] for e in epochs], "-s", label=f"target test Dice, {name}")
+        ax.set_xlabel("epoch")
+        ax.legend(fontsize=8)
+        ax.set_title("Centralized UDA: Score vs target Dice (first seed)")
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "score_vs_target_dice.png"), dpi=100)
+        plt.close(fig)
+        files.append("score_vs_target_dice.png")
+    return files
+
+
+def write_report(out: str, runner, results: dict, speed: Optional[dict]) -> None:
+    from run_benchmarks import SHIFTS
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
+    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                           cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
+    meta = {"commit": commit + (" (with uncommitted changes)" if dirty else ""),
+            "command": "python benchmarks/run_benchmarks.py" + (" --quick" if runner.quick else ""),
+            "budget": runner.budget.__dict__, "timings_s": runner.timings}
+    with open(os.path.join(out, "results.json"), "w") as f:
+        json.dump({"meta": meta, "results": results, "speed": speed}, f, indent=1, default=str)
+    render(out)
+
+
+def render(out: str) -> None:
+    data = json.load(open(os.path.join(out, "results.json")))
+    meta, results, speed = data["meta"], data["results"], data["speed"]
+    from run_benchmarks import SHIFTS
+    targets = {str(t): name for t, name in SHIFTS.items()}
+    figures = plots(out, results, targets)
+    total = sum(meta["timings_s"].values()) / 60
+    lines = ["# Benchmarks: does adaptation happen, and what does it cost?", "",
+             f"Generated by `{meta['command']}` at commit `{meta['commit']}` on this machine (2 CPU cores, CPU "
+             f"preset `MAPSegPlansCPU`, demo cohort). The commands took {total:.0f} min in all (summed over the runs "
+             f"of the command that built this work folder; per command in results.json).", "",
+             f"Budget: {json.dumps(meta['budget'])}", "",
+             "## 1. Quality on the demo cohort", ""] + quality_table(results, targets) + [
+             "", "## 2. Test-time UDA (paper Table 3 style)", ""] + tta_table(results, targets) + [
+             "", "## 3. Ablations (paper Table 5, Fig. 3)", ""] + ablation_table(results, targets) + [
+             "", "## 4. Label-free model selection", ""] + selection_table(results, targets) + [
+             "", "## 5. Speed and memory (ratios measured side by side in one run)", ""] + speed_table(speed) + [
+             "", "## Plots", ""] + [f"![{f}]({f})" for f in figures] + [""]
+    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FINDINGS.md")
+    if os.path.isfile(findings) and os.path.abspath(out) == os.path.dirname(findings):
+        lines += ["## What the numbers say", "", open(findings).read()]
+    with open(os.path.join(out, "RESULTS.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    render(sys.argv[1])

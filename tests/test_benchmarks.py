@@ -1,0 +1,66 @@
+"""The benchmark's scoring and report: Dice as nnU-Net defines it, and the floor-to-ceiling gap arithmetic."""
+import json
+import os
+import sys
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
+
+from evaluation import dice_scores  # noqa: E402
+from report import quality_table, render, tta_table  # noqa: E402
+
+TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}
+
+
+def test_dice_scores_match_the_formula_and_nan_convention():
+    rng = np.random.default_rng(0)
+    prediction, reference = rng.integers(0, 3, (20, 20, 20)), rng.integers(0, 3, (20, 20, 20))
+    scores = dice_scores(prediction, reference, labels=(1, 2, 3))
+    for label in (1, 2):
+        p, r = prediction == label, reference == label
+        assert np.isclose(scores[label], 2 * (p & r).sum() / (p.sum() + r.sum()))
+    assert np.isnan(scores[3])  # absent from both: NaN, skipped by the means (nnU-Net's convention)
+
+
+def _scores(mean):
+    return {"mean": mean, "classes": {"1": mean - 10, "2": mean, "3": mean + 10}}
+
+
+def _results():
+    quality = {}
+    for seed, shift in ((0, 0.0), (1, 2.0), (2, -2.0)):
+        quality[seed] = {"floor": {t: _scores(40.0) for t in TARGETS},
+                         "uda": {t: _scores(60.0 + shift) for t in TARGETS},
+                         "oracle": {t: _scores(80.0) for t in TARGETS}}
+    source = {s: {"source_only": _scores(70.0), **{f"tta/{t}": _scores(68.0) for t in TARGETS}} for s in quality}
+    for s in quality:
+        quality[s]["source_only"] = {t: _scores(45.0) for t in TARGETS}
+        quality[s]["tta"] = {t: _scores(50.0) for t in TARGETS}
+    return {"quality": quality, "source": source, "ablations": {}, "selection": None}
+
+
+def test_quality_table_reports_mean_spread_and_gap_closed():
+    lines = "\n".join(quality_table(_results(), TARGETS))
+    assert "| MAPSeg centralized UDA | 60.0 ± 2.0 | 60.0 ± 2.0 | 60.0 ± 2.0 |" in lines
+    assert "| MAPSeg centralized UDA | +50 % | +50 % | +50 % |" in lines  # (60 - 40) / (80 - 40)
+    assert "| MAPSeg test-time UDA | +25 % |" in lines
+    assert "Fed-MAPSeg" not in lines  # not run: no row
+    table3 = "\n".join(tta_table(_results(), TARGETS))
+    assert "| cross-site | 70.0 ± 0.0 | 68.0 ± 0.0 | 45.0 ± 0.0 | 50.0 ± 0.0 |" in table3
+
+
+def test_render_writes_results_and_plots(tmp_path):
+    results = _results()
+    results["selection"] = [{"epoch": e, "score": 0.5 + 0.01 * e, "source_dice": 0.6, "mpl": 0.2,
+                             "target_dice": {"952": 50.0 + e}} for e in range(3)]
+    meta = {"commit": "abc", "command": "python benchmarks/run_benchmarks.py", "budget": {"seeds": [0, 1, 2]},
+            "timings_s": {"a": 60.0}}
+    json.dump({"meta": meta, "results": results, "speed": {"rows": [
+        {"name": "GLC inference / stock", "ratio": 1.5, "detail": "x"}]}}, open(tmp_path / "results.json", "w"))
+    render(str(tmp_path))
+    text = open(tmp_path / "RESULTS.md").read()
+    assert "`abc`" in text and "| GLC inference / stock | 1.50 | x |" in text
+    assert "| cross-sequence (T2w) | 52.0 | 52.0 | 2 / 2 |" in text  # Score picks the last epoch, as the oracle
+    for png in ("dice_per_method.png", "score_vs_target_dice.png"):
+        assert (tmp_path / png).stat().st_size > 1000

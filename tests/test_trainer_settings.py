@@ -1,0 +1,111 @@
+"""Trainer settings carried by plans variants (ablation switches, budgets, seeds) and the budget-matched stock
+nnU-Net baseline (nnUNetPlannerCPU + nnUNetTrainer_settingsFromPlans), through the real console scripts."""
+import glob
+import json
+import os
+
+import pytest
+import torch
+
+from conftest import run
+from mapseg_nnunet.trainer_settings import apply_trainer_settings, parse_assignments
+from mapseg_nnunet.uda import MAPSegLossWeights, MaskingSettings
+
+
+class _Trainer:
+    def __init__(self):
+        self.masking = MaskingSettings()
+        self.loss_weights = MAPSegLossWeights()
+        self.betas = (0.9, 0.999)
+        self.num_epochs = 40
+
+
+def test_apply_nested_settings_and_reject_unknown_names():
+    trainer = _Trainer()
+    settings = parse_assignments(["masking.ratio=0.5", "loss_weights.use_glc=false", "betas=[0.8, 0.9]",
+                                  "num_epochs=3"])
+    lines = apply_trainer_settings(trainer, settings, "plans X")
+    assert (trainer.masking.ratio, trainer.loss_weights.use_glc, trainer.betas, trainer.num_epochs) == \
+        (0.5, False, (0.8, 0.9), 3)
+    assert any("default 0.7" in line for line in lines)
+    assert MaskingSettings().ratio == 0.7  # the dataclass default is untouched
+    with pytest.raises(ValueError, match="plans X.*'masking.ratoi'"):
+        apply_trainer_settings(trainer, {"masking.ratoi": 0.1}, "plans X")
+    with pytest.raises(ValueError, match="plans X.*'mask'"):
+        apply_trainer_settings(trainer, {"mask.ratio": 0.1}, "plans X")
+
+
+def test_seed_setting_reproduces_random_draws():
+    apply_trainer_settings(_Trainer(), {"seed": 5}, "p")
+    a = torch.rand(4)
+    apply_trainer_settings(_Trainer(), {"seed": 5}, "p")
+    b = torch.rand(4)
+    apply_trainer_settings(_Trainer(), {"seed": 6}, "p")
+    c = torch.rand(4)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def _log(root, dataset, trainer, plans):
+    logs = glob.glob(str(root / "nnUNet_results" / f"Dataset{dataset}_*" / f"{trainer}__{plans}__3d_fullres" /
+                         "fold_0" / "training_log_*.txt"))
+    assert logs, f"no training log of {trainer} / {plans}"
+    return open(sorted(logs)[-1]).read()
+
+
+def test_plans_variant_drives_uda_training_with_shared_targets(source_with_target):
+    root, env = source_with_target
+    variant = "MAPSegPlansCPU_settingsTest"
+    run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "masking.ratio=0.5",
+         "masking.local_cube=4", "num_epochs=1", "seed=3"], env, cwd=root)
+    plans = json.load(open(glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*" / f"{variant}.json"))[0]))
+    config = plans["configurations"]["3d_fullres"]
+    assert plans["plans_name"] == variant and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
+    # an existing variant is not overwritten silently
+    again = run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "seed=4"],
+                env, cwd=root, check=False)
+    assert again.returncode != 0 and "exists" in again.stdout + again.stderr
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA_smoke", "-p", variant,
+         "-device", "cpu"], env, cwd=root)
+    log = _log(root, 901, "nnUNetTrainerMAPSegUDA_smoke", variant)
+    assert "Trainer setting from the plans: masking.ratio = 0.5 (default 0.7)" in log
+    assert "Trainer setting from the plans: masking.local_cube = 4 (default 8)" in log
+    assert "seed = 3" in log
+    assert "UDA targets" in log and "Dataset913_TargetC" in log  # targets registered with the shared data
+    assert "Epoch 0" in log and "Epoch 1" not in log  # num_epochs = 1 instead of the smoke variant's 2
+
+
+def test_misspelled_setting_stops_training_with_its_name(planned_dataset):
+    root, env = planned_dataset
+    variant = "MAPSegPlansCPU_typo"
+    run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "masking.ration=0.5"],
+        env, cwd=root)
+    out = run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA_smoke", "-p", variant,
+               "-device", "cpu"], env, cwd=root, check=False)
+    assert out.returncode != 0
+    assert f"plans {variant}" in out.stderr and "'masking.ration'" in out.stderr
+
+
+def test_budget_matched_stock_baseline(planned_dataset):
+    """nnUNetPlannerCPU: stock U-Net plans at the CPU preset's patch and batch; the stock trainer variant takes its
+    budget from a plans variant."""
+    from mapseg_nnunet.presets import PRESETS
+    root, env = planned_dataset
+    run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "nnUNetPlannerCPU", "-np", "1", "-npfp", "1",
+         "--no_pbar"], env, cwd=root)
+    folder = glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*"))[0]
+    config = json.load(open(os.path.join(folder, "nnUNetPlansCPU.json")))["configurations"]["3d_fullres"]
+    assert config["patch_size"] == list(PRESETS["cpu"].patch_size)
+    assert config["batch_size"] == PRESETS["cpu"].batch_size
+    assert config["architecture"]["network_class_name"].endswith("PlainConvUNet")
+    assert config["normalization_schemes"] == ["ZScoreNormalization"]
+    run(["mapseg_plans_variant", "-d", "901", "-p", "nnUNetPlansCPU", "-o", "nnUNetPlansCPU_budget", "--set",
+         "num_epochs=1", "num_iterations_per_epoch=3", "num_val_iterations_per_epoch=1", "final_validation=false"],
+        env, cwd=root)
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainer_settingsFromPlans", "-p",
+         "nnUNetPlansCPU_budget", "-device", "cpu"], env, cwd=root)
+    log = _log(root, 901, "nnUNetTrainer_settingsFromPlans", "nnUNetPlansCPU_budget")
+    assert "num_iterations_per_epoch = 3 (default 250)" in log
+    assert "Epoch 0" in log and "Epoch 1" not in log
+    assert "Final validation skipped" in log
+    assert not glob.glob(str(root / "nnUNet_results" / "Dataset901_*" / "nnUNetTrainer_settingsFromPlans__*" /
+                              "fold_0" / "validation" / "summary.json"))
