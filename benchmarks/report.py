@@ -178,7 +178,7 @@ def write_report(out: str, runner, results: dict, speed: Optional[dict]) -> None
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     meta = {"commit": commit + (" (with uncommitted changes)" if dirty else ""),
-            "command": "python benchmarks/run_benchmarks.py" + (" --quick" if runner.quick else ""),
+            "command": getattr(runner, "command", "python benchmarks/run_benchmarks.py"),
             "budget": runner.budget.__dict__, "timings_s": runner.timings}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results, "speed": speed}, f, indent=1, default=str)

@@ -22,6 +22,7 @@ Methods (rows of the quality table, each on the three targets' held-out test lab
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import shutil
@@ -246,13 +247,25 @@ def main(argv=None) -> None:
     parser.add_argument("--out", default=None,
                         help="where RESULTS.md and the plots go. Default: benchmarks/ (full), WORK/report (quick)")
     parser.add_argument("--skip_speed", action="store_true", help="no speed and memory measurements")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run only these seeds (a partial run; the report says which ran)")
+    parser.add_argument("--ablations", nargs="*", default=None,
+                        help="run only these ablations, by name (e.g. 'no GLC'); none: skip them")
     args = parser.parse_args(argv)
-    budget = QUICK if args.quick else FULL
+    budget = copy.deepcopy(QUICK if args.quick else FULL)
+    if args.seeds is not None:
+        budget.seeds = args.seeds
+    if args.ablations is not None:
+        unknown = set(args.ablations) - set(budget.ablations)
+        if unknown:
+            parser.error(f"unknown ablations {sorted(unknown)}; choose from {sorted(budget.ablations)}")
+        budget.ablations = {k: v for k, v in budget.ablations.items() if k in args.ablations}
     work = os.path.abspath(args.work or os.path.join(REPO, "work_dirs", "benchmarks_quick" if args.quick
                                                      else "benchmarks"))
     out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else HERE))
     os.makedirs(out, exist_ok=True)
     runner = Runner(work, budget, args.quick)
+    runner.command = " ".join(["python benchmarks/run_benchmarks.py"] + (argv if argv is not None else sys.argv[1:]))
     from evaluation import evaluate_all
     from report import write_report
     runner.setup()
