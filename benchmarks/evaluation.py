@@ -42,6 +42,7 @@ def score_folder(prediction_folder: str, label_folder: str) -> dict:
 def predict_folder(model_folder: str, images: str, output: str, checkpoint: str = "checkpoint_final.pth",
                    fold: str = "0", log: Optional[str] = None) -> None:
     """nnUNetPredictor on a folder of images (its messages go to ``log``)."""
+    os.makedirs(output, exist_ok=True)
     with open(log or os.devnull, "a") as f, contextlib.redirect_stdout(f):
         _predict_folder(model_folder, images, output, checkpoint, fold)
 
@@ -64,7 +65,7 @@ def predict_and_score(model_folder: str, images: str, labels: str, output: str,
     if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(
             os.path.join(model_folder, "fold_0", checkpoint)):  # evaluated after the model was (re)trained
         return json.load(open(cached))
-    predict_folder(model_folder, images, output, checkpoint, log=os.path.join(os.path.dirname(output), "predict.log"))
+    predict_folder(model_folder, images, output, checkpoint, log=os.path.join(output, "predict.log"))
     return score_folder(output, labels)
 
 
