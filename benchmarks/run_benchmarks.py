@@ -25,6 +25,7 @@ import argparse
 import copy
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -265,7 +266,7 @@ def main(argv=None) -> None:
     out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else HERE))
     os.makedirs(out, exist_ok=True)
     runner = Runner(work, budget, args.quick)
-    runner.command = " ".join(["python benchmarks/run_benchmarks.py"] + (argv if argv is not None else sys.argv[1:]))
+    runner.command = "python benchmarks/run_benchmarks.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     from evaluation import evaluate_all
     from report import write_report
     runner.setup()
