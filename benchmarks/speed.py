@@ -9,21 +9,12 @@ import re
 import statistics
 import subprocess
 import sys
-import time
-from typing import Callable, Dict, List
+from typing import Dict, List
 
 import numpy as np
 import torch
 
-
-def median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+from network_cost import step_time as median_time  # median of timed calls after a warm-up
 
 
 def _loaders(runner):
