@@ -39,15 +39,23 @@ def test_interrupted_checkpoint_save_keeps_previous(planned_dataset, monkeypatch
 
 
 RESUME_SCRIPT = r"""
-import os, torch
+import os, shutil, torch
+from mapseg_nnunet.trainer_settings import seed_everything
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
 
 def trainer(epochs, continue_training):
+    seed_everything(0)  # the straight and the interrupted run start from the same initialisation
     t = get_trainer_from_args('901', '3d_fullres', 1, 'nnUNetTrainerMAPSegUDA_smoke', 'MAPSegPlansCPU',
                               continue_training, device=torch.device('cpu'))
     maybe_load_checkpoint(t, continue_training, False, None)  # nnUNetv2_train --c
     t.num_epochs = epochs
     return t
+
+straight = trainer(4, False)  # the uninterrupted run: the reference for exact continuation
+straight.run_training()
+reference = torch.load(os.path.join(straight.output_folder, 'checkpoint_final.pth'), map_location='cpu',
+                       weights_only=False)['mapseg']
+shutil.rmtree(straight.output_folder)
 
 first = trainer(3, False)  # epoch 0 warm-up, epochs 1-2 adapt (teacher from iteration 4)
 first.run_training()
@@ -71,6 +79,13 @@ resumed.run_training()
 after = torch.load(final, map_location='cpu', weights_only=False)['mapseg']
 assert [h['score'] for h in after['score_history'][:3]] == history and len(after['score_history']) == 4
 assert after['teacher_steps'] == 12 and resumed.iteration == 16
+# exact continuation (in-process loaders): the same masks, dropout, cases, patches and augmentation as without the
+# interruption, hence the same student, teacher and Score history
+for which in ('student_weights', 'teacher_weights'):
+    for name, value in after[which].items():
+        assert torch.equal(value, reference[which][name]), (which, name)
+assert [h['score'] for h in after['score_history']] == [h['score'] for h in reference['score_history']]
+assert 'Random states restored from the checkpoint' in open(resumed.log_file).read()
 
 stopped = trainer(6, True)
 stopped.patience_epochs, stopped.epochs_without_improvement = 0, 1
@@ -83,8 +98,9 @@ print('RESUMED')
 
 
 def test_resume_restores_teacher_ema_step_and_score_history(source_with_target):
-    """nnUNetv2_train --c semantics: the final checkpoint restores student, teacher, EMA step and Score history;
-    training continues them; checkpoint_best follows Score; early stopping honours the patience."""
+    """nnUNetv2_train --c semantics: the final checkpoint restores student, teacher, EMA step, Score history and
+    random states; training continues them exactly as an uninterrupted run; checkpoint_best follows Score; early
+    stopping honours the patience."""
     from conftest import run
     root, env = source_with_target
     out = run(["python", "-c", RESUME_SCRIPT], env, cwd=root)

@@ -1,6 +1,8 @@
 """Common base of the MAPSeg trainers: MAPSeg plans (or stock plans adapted on the fly), the MAPSeg network with
 its intensity settings (applied to whole cases by the data loaders and the predictor hook), AdamW, atomic
 checkpoints."""
+import os
+
 import torch
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
@@ -8,6 +10,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 from mapseg_nnunet.atomic import atomic_path
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.optimization import amp_step
+from mapseg_nnunet.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
 from mapseg_nnunet.plans import adapt_plans, preset_for_device
 from mapseg_nnunet.trainer_settings import SETTINGS_KEY, PlansTrainerSettings
 
@@ -72,9 +75,46 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
                                       betas=(0.9, 0.999))
         return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
+    # ---- checkpoints: nnU-Net's dict plus the random states (exact --c) and each trainer's extras
+    def update_checkpoint(self, checkpoint: dict) -> None:
+        """Add trainer-specific entries to nnU-Net's checkpoint dict before it is written (subclasses extend)."""
+        checkpoint[RNG_KEY] = capture_rng_state(self._in_process_loaders())
+
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint, written to a temporary file and renamed (never half-written)."""
+        """nnU-Net's checkpoint plus :meth:`update_checkpoint`, written to a temporary file and renamed (never
+        half-written)."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return super().save_checkpoint(filename)
         with atomic_path(filename) as tmp:
-            super().save_checkpoint(tmp)
+            stock = tmp + ".nnunet"
+            try:
+                super().save_checkpoint(stock)
+                checkpoint = torch.load(stock, map_location="cpu", weights_only=False, mmap=True)
+                self.update_checkpoint(checkpoint)
+                torch.save(checkpoint, tmp)
+            finally:
+                if os.path.exists(stock):
+                    os.remove(stock)
+
+    def load_checkpoint(self, filename_or_checkpoint) -> None:
+        super().load_checkpoint(filename_or_checkpoint)
+        checkpoint = filename_or_checkpoint if isinstance(filename_or_checkpoint, dict) else \
+            torch.load(filename_or_checkpoint, map_location="cpu", weights_only=False, mmap=True)  # lazy: extras
+        self._resumed_rng_state = checkpoint.get(RNG_KEY)  # restored once the data loaders exist
+        self.restore_from_checkpoint(checkpoint)
+
+    def restore_from_checkpoint(self, checkpoint: dict) -> None:
+        """Counterpart of :meth:`update_checkpoint` (subclasses extend)."""
+
+    def on_train_start(self):
+        super().on_train_start()  # builds (and primes) the data loaders
+        state, self._resumed_rng_state = getattr(self, "_resumed_rng_state", None), None
+        if state is not None:
+            unmatched = restore_rng_state(state, self._in_process_loaders())
+            self.print_to_log_file("Random states restored from the checkpoint" + (
+                f"; data loaders {unmatched} run in background workers now or then, so the data order differs "
+                f"from an uninterrupted run (exact with nnUNet_n_proc_DA=0)" if unmatched else ""))
+
+    def _in_process_loaders(self) -> dict:
+        return in_process_loaders({"train": getattr(self, "dataloader_train", None),
+                                   "val": getattr(self, "dataloader_val", None)})

@@ -189,11 +189,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.on_train_end()
 
     # ---- checkpoints: network_weights = the predicting network; teacher, EMA step and Score history kept
-    def save_checkpoint(self, filename: str) -> None:
-        super().save_checkpoint(filename)
-        if self.local_rank != 0 or self.disable_checkpointing:
-            return
-        checkpoint = torch.load(filename, map_location="cpu", weights_only=False)
+    def update_checkpoint(self, checkpoint: dict) -> None:
+        super().update_checkpoint(checkpoint)
         student = checkpoint["network_weights"]
         teacher = self.teacher.state_dict() if self.teacher is not None else None
         if self.predict_with == "teacher" and teacher is not None:
@@ -202,13 +199,9 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                 "predict_with": self.predict_with, "teacher_steps": self.teacher_steps,
                                 "score_history": self.score_history, "best_score": self.best_score,
                                 "epochs_without_improvement": self.epochs_without_improvement}
-        from mapseg_nnunet.atomic import torch_save_atomic
-        torch_save_atomic(checkpoint, filename)
 
-    def load_checkpoint(self, filename_or_checkpoint) -> None:
-        super().load_checkpoint(filename_or_checkpoint)
-        checkpoint = torch.load(filename_or_checkpoint, map_location=self.device, weights_only=False) \
-            if isinstance(filename_or_checkpoint, str) else filename_or_checkpoint
+    def restore_from_checkpoint(self, checkpoint: dict) -> None:
+        super().restore_from_checkpoint(checkpoint)
         extra = checkpoint.get("mapseg")
         if extra is None:
             return
