@@ -34,6 +34,10 @@ SETTINGS_KEY = "trainer_settings"
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch; under DDP each rank adds its rank, so ranks draw different batches."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        seed += dist.get_rank()
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -21,10 +21,13 @@ import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
+import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from mapseg_nnunet.architectures import channelwise_cosine_loss
+from mapseg_nnunet.inference.predictor_hook import unwrap_network
 from mapseg_nnunet.masking import mask_volume
 
 
@@ -63,6 +66,7 @@ def ema_alpha(steps_since_teacher_init: int, schedule: str) -> float:
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
     """theta <- alpha theta + (1 - alpha) phi, parameters and floating buffers."""
+    student = unwrap_network(student)
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.mul_(alpha).add_(s.detach(), alpha=1 - alpha)
     for t, s in zip(teacher.buffers(), student.buffers()):
@@ -73,7 +77,9 @@ def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
-    teacher = copy.deepcopy(student)
+    """A frozen copy of the student's plain module (never of its DDP / torch.compile wrapper: the EMA teacher is
+    updated identically on every rank from the synchronised student and needs no gradient synchronisation)."""
+    teacher = copy.deepcopy(unwrap_network(student))
     for p in teacher.parameters():
         p.requires_grad_(False)
     return teacher
@@ -81,9 +87,8 @@ def make_teacher(student: nn.Module) -> nn.Module:
 
 def _forward(network: nn.Module, x: torch.Tensor, g: torch.Tensor, boxes: torch.Tensor, use_glc: bool):
     if use_glc:
-        return network.forward_glc(x, g, boxes)
-    latent = network.encoder(x)
-    return {"logits": network.decoder(torch.cat([latent, latent], 1))}
+        return network(x, g, boxes)
+    return {"logits": network(x)}  # the patch as its own context
 
 
 def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor], w: MAPSegLossWeights,
@@ -150,6 +155,18 @@ def masked_pseudo_label_check(student: nn.Module, teacher: nn.Module, seg_loss: 
     xm, gm = masking.masked(batch["data"], batch["global"])
     logits = _forward(student, xm, gm, batch["box"], w.use_glc)["logits"]
     return seg_loss(logits, y_pl), logits, y_pl
+
+
+def mean_over_ranks(values) -> float:
+    """Mean of per-iteration values over this process and, under DDP, all ranks, so every rank takes the same
+    selection and early-stopping decisions."""
+    local = torch.tensor([float(np.sum(values)), float(len(values))], dtype=torch.float64)
+    if dist.is_available() and dist.is_initialized():
+        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
+        local = local.to(backend_device)
+        dist.all_reduce(local)
+    total, count = local.tolist()
+    return total / count if count else 0.0
 
 
 def selection_score(source_dice: float, mean_mpl: float) -> float:

@@ -39,52 +39,53 @@ def test_interrupted_checkpoint_save_keeps_previous(planned_dataset, monkeypatch
 
 
 RESUME_SCRIPT = r"""
-import os, shutil, torch
-from mapseg_nnunet.trainer_settings import seed_everything
+import os, torch
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
+from mapseg_nnunet.trainer_settings import seed_everything
 
 def trainer(epochs, continue_training):
-    seed_everything(0)  # the straight and the interrupted run start from the same initialisation
+    seed_everything(0)  # the uninterrupted and the resumed run start from the same initialisation
     t = get_trainer_from_args('901', '3d_fullres', 1, 'nnUNetTrainerMAPSegUDA_smoke', 'MAPSegPlansCPU',
                               continue_training, device=torch.device('cpu'))
     maybe_load_checkpoint(t, continue_training, False, None)  # nnUNetv2_train --c
-    t.num_epochs = epochs
+    t.num_epochs, t.keep_epoch_checkpoints = epochs, True
     return t
 
-straight = trainer(4, False)  # the uninterrupted run: the reference for exact continuation
-straight.run_training()
-reference = torch.load(os.path.join(straight.output_folder, 'checkpoint_final.pth'), map_location='cpu',
-                       weights_only=False)['mapseg']
-shutil.rmtree(straight.output_folder)
+def load(name):
+    return torch.load(os.path.join(straight.output_folder, name), map_location='cpu', weights_only=False)
 
-first = trainer(3, False)  # epoch 0 warm-up, epochs 1-2 adapt (teacher from iteration 4)
-first.run_training()
-final = os.path.join(first.output_folder, 'checkpoint_final.pth')
-saved = torch.load(final, map_location='cpu', weights_only=False)
-best = torch.load(os.path.join(first.output_folder, 'checkpoint_best.pth'), map_location='cpu', weights_only=False)
-history = [h['score'] for h in saved['mapseg']['score_history']]
-assert len(history) == 3 and saved['mapseg']['teacher_steps'] == 8, saved['mapseg']
-best_epoch = max(range(3), key=lambda e: (history[e], -e))  # first epoch with the highest Score
+straight = trainer(4, False)  # epoch 0 warm-up, epochs 1-3 adapt (teacher from iteration 4)
+straight.run_training()
+reference, best = load('checkpoint_final.pth')['mapseg'], load('checkpoint_best.pth')
+history = [h['score'] for h in reference['score_history']]
+assert len(history) == 4 and reference['teacher_steps'] == 12, reference
+best_epoch = max(range(4), key=lambda e: (history[e], -e))  # first epoch with the highest Score
 assert best['current_epoch'] == best_epoch + 1 and best['mapseg']['best_score'] == history[best_epoch], (
     history, best['current_epoch'])
-assert saved['mapseg']['epochs_without_improvement'] == 2 - best_epoch
+assert reference['epochs_without_improvement'] == 3 - best_epoch
+
+# a crash during epoch 3: only what was saved after epoch 2 is left (as checkpoint_latest with save_every 1)
+interrupted = load('checkpoint_epoch_002.pth')
+for name in os.listdir(straight.output_folder):
+    if name.endswith('.pth'):
+        os.remove(os.path.join(straight.output_folder, name))
+torch.save(interrupted, os.path.join(straight.output_folder, 'checkpoint_latest.pth'))
 
 resumed = trainer(4, True)
 for name, value in resumed.teacher.state_dict().items():
-    assert torch.equal(value, saved['mapseg']['teacher_weights'][name]), name
+    assert torch.equal(value, interrupted['mapseg']['teacher_weights'][name]), name
 for name, value in resumed.network.state_dict().items():
-    assert torch.equal(value, saved['mapseg']['student_weights'][name]), name
+    assert torch.equal(value, interrupted['mapseg']['student_weights'][name]), name
 assert resumed.current_epoch == 3 and resumed.teacher_steps == 8
 resumed.run_training()
-after = torch.load(final, map_location='cpu', weights_only=False)['mapseg']
-assert [h['score'] for h in after['score_history'][:3]] == history and len(after['score_history']) == 4
+after = load('checkpoint_final.pth')['mapseg']
 assert after['teacher_steps'] == 12 and resumed.iteration == 16
 # exact continuation (in-process loaders): the same masks, dropout, cases, patches and augmentation as without the
 # interruption, hence the same student, teacher and Score history
 for which in ('student_weights', 'teacher_weights'):
     for name, value in after[which].items():
         assert torch.equal(value, reference[which][name]), (which, name)
-assert [h['score'] for h in after['score_history']] == [h['score'] for h in reference['score_history']]
+assert [h['score'] for h in after['score_history']] == history
 assert 'Random states restored from the checkpoint' in open(resumed.log_file).read()
 
 stopped = trainer(6, True)

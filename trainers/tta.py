@@ -6,7 +6,6 @@ stage-1 network; every iteration is Eq. 10 on a target batch (masked and unmaske
 teacher's pseudo-labels, GLC terms), then the EMA update (Eq. 3). No labels exist: validation measures, on the
 held-out target cases of the fold, L_MPL and the student's agreement with the teacher (logged by nnU-Net as the
 pseudo Dice); Score = -L_MPL drives ``checkpoint_best.pth`` and early stopping."""
-import numpy as np
 import torch
 
 from mapseg_nnunet.global_local import GlobalLocalDataLoader, NO_AUGMENTATION
@@ -14,7 +13,7 @@ from mapseg_nnunet.loading import wrap_in_augmenter
 from mapseg_nnunet.inference.predictor_hook import unwrap_network
 from mapseg_nnunet.test_time import load_source_weights, source_model_entry
 from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA, validation_output
-from mapseg_nnunet.uda import make_teacher, masked_pseudo_label_check, target_loss
+from mapseg_nnunet.uda import make_teacher, masked_pseudo_label_check, mean_over_ranks, target_loss
 
 
 class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
@@ -67,7 +66,7 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
     def selection_record(self) -> dict:
         mpl = float(self.logger.get_value("val_losses", step=-1))
         return {"agreement_dice": float(self.logger.get_value("mean_fg_dice", step=-1)), "val_mpl": mpl,
-                "train_mpl": float(np.mean(self._epoch_mpl)), "score": -mpl}
+                "train_mpl": mean_over_ranks(self._epoch_mpl), "score": -mpl}
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("The target dataset has no labels: no final validation metrics. Predict with "

@@ -4,7 +4,6 @@ Warm-up (``warmup_iterations``) on the labeled source with Eq. 9; then the EMA t
 and every iteration adds the target terms on a target batch (masked pseudo-labeling + GLC). Selection: Score =
 source validation Dice - 0.5 x epoch-mean L_MPL drives ``checkpoint_best.pth`` and early stopping. Without
 registered targets (or on plans that have none) it trains the source terms only and says so."""
-import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
@@ -15,8 +14,9 @@ from mapseg_nnunet.loading import wrap_in_augmenter
 from mapseg_nnunet.schedules import CosineWarmRestartsLR
 from mapseg_nnunet.targets import training_domains
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
+from mapseg_nnunet.inference.predictor_hook import unwrap_network
 from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
-                               selection_score, source_loss, target_loss)
+                               mean_over_ranks, selection_score, source_loss, target_loss)
 
 
 def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict:
@@ -138,7 +138,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     # ---- validation and selection
     def validation_step(self, batch: dict) -> dict:
         batch = self._to_device(batch)
-        logits = self.network.forward_glc(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
+        logits = self.network(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
             if self.loss_weights.use_glc else self.network(batch["data"])
         return validation_output(self.loss(logits, batch["target"]), logits, batch["target"])
 
@@ -153,7 +153,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     def selection_record(self) -> dict:
         """Label-free Score of this epoch (paper Sec. 3.7) and what it is made of."""
         dice = float(self.logger.get_value("mean_fg_dice", step=-1))
-        mpl = float(np.mean(self._epoch_mpl)) if self._epoch_mpl else 0.0  # 0 during warm-up (reference)
+        mpl = mean_over_ranks(self._epoch_mpl)  # 0 during warm-up (reference)
         return {"source_dice": dice, "mpl": mpl, "score": selection_score(dice, mpl)}
 
     def on_epoch_end(self):
@@ -205,7 +205,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         extra = checkpoint.get("mapseg")
         if extra is None:
             return
-        self.network.load_state_dict(extra["student_weights"])
+        unwrap_network(self.network).load_state_dict(extra["student_weights"])
         if extra["teacher_weights"] is not None:
             self.teacher = make_teacher(self.network)
             self.teacher.load_state_dict(extra["teacher_weights"])

@@ -183,7 +183,8 @@ class MAPSegNet(nn.Module):
     """Segmentation network of MAPSeg with global-local collaboration.
 
     ``forward(x)`` takes only the local patch (nnU-Net's calling convention); the patch then serves as its own
-    global context. ``forward_glc(x, global_image, boxes)`` is the full MAPSeg forward pass.
+    global context. ``forward(x, global_image, boxes)`` is the full MAPSeg forward pass (:meth:`forward_glc`);
+    training calls it through ``forward`` so that a DistributedDataParallel wrapper synchronises its gradients.
     """
 
     def __init__(self, input_channels: int, num_classes: int, width: int = 512, depth: int = 8,
@@ -200,7 +201,10 @@ class MAPSegNet(nn.Module):
             2 * width, aspp_channels, aspp_dilations, head_channels, num_classes, latent_stride, head_groups,
             dropout))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, global_image: Optional[torch.Tensor] = None,
+                boxes: Optional[torch.Tensor] = None, with_aux: bool = True):
+        if global_image is not None:
+            return self.forward_glc(x, global_image, boxes, with_aux)
         latent = self.encoder(x)
         return self.decoder(torch.cat([latent, latent], dim=1))
 
