@@ -11,7 +11,7 @@ WORK        ?= $(CURDIR)/work_dirs
 NNUNET_ENV  := nnUNet_raw=$(WORK)/nnUNet_raw nnUNet_preprocessed=$(WORK)/nnUNet_preprocessed \
                nnUNet_results=$(WORK)/nnUNet_results nnUNet_compile=f nnUNet_def_n_proc=1
 
-.PHONY: install test demo demo-federated benchmarks benchmarks-quick clean
+.PHONY: install test demo demo-federated benchmarks benchmarks-quick learning-curve clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,9 @@ benchmarks: install
 
 benchmarks-quick: install
 	$(BIN)/python benchmarks/run_benchmarks.py --quick
+
+learning-curve: install
+	$(BIN)/python benchmarks/learning_curve.py
 
 clean:
 	rm -rf $(WORK)

@@ -1,0 +1,178 @@
+"""How long does the CPU-preset MAPSeg network need to fit the source? The source-only learning curve.
+
+    python benchmarks/learning_curve.py [--epochs 20 --iterations 100 --seed 0 --eval_every 5]
+
+Trains the MAPSeg network with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE
+encoder) through stock ``nnUNetv2_train`` for ``epochs x iterations`` iterations on the benchmark's demo cohort
+(``work_dirs/benchmarks``, set up by ``run_benchmarks.py`` or here), then reads nnU-Net's per-epoch source pseudo
+Dice from the checkpoint's log and predicts the three targets' test images with the final checkpoint (and with
+every ``eval_every``-th epoch checkpoint). The stock U-Net floor of the benchmark (120 iterations) is the
+reference line. Writes ``learning_curve.md``, ``learning_curve.json`` and ``learning_curve.png`` to ``--out``
+(default: benchmarks/). A finished training is reused.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from run_benchmarks import FULL, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS, Runner  # noqa: E402
+from evaluation import predict_and_score  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--iterations", type=int, default=100, help="iterations per epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval_every", type=int, default=5, help="target Dice of every N-th epoch checkpoint")
+    parser.add_argument("--tta_epochs", type=int, default=3,
+                        help="then test-time UDA on the cross-sequence target from the final model, this many epochs "
+                             "of --iterations (0: none)")
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    runner.setup()
+    mae = runner.mae()
+    settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
+                                      num_val_iterations_per_epoch=8, warmup_iterations=args.iterations,
+                                      keep_epoch_checkpoints=True)
+    plans = runner.variant(SOURCE, PLANS, f"{PLANS}_curve_s{args.seed}", settings)
+    start = time.time()
+    model = runner.train("curve_source_only", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
+    train_minutes = (time.time() - start) / 60
+    fold = os.path.join(model, "fold_0")
+    import torch
+    final = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    logging = final["logging"]
+    curve = [{"iterations": (e + 1) * args.iterations, "source_pseudo_dice": [float(d) for d in per_class],
+              "mean": float(mean)}
+             for e, (per_class, mean) in enumerate(zip(logging["dice_per_class_or_region"], logging["mean_fg_dice"]))]
+
+    runner.say("target Dice of the final (and every --eval_every-th epoch) checkpoint")
+    predictions = os.path.join(runner.work, "predictions", f"curve_s{args.seed}")
+    checkpoints = {len(curve) * args.iterations: "checkpoint_final.pth"}
+    for e in range(args.eval_every - 1, len(curve) - 1, args.eval_every):
+        if os.path.isfile(os.path.join(fold, f"checkpoint_epoch_{e:03d}.pth")):
+            checkpoints[(e + 1) * args.iterations] = f"checkpoint_epoch_{e:03d}.pth"
+    target_dice = {}
+    for iterations, checkpoint in sorted(checkpoints.items()):
+        target_dice[iterations] = {
+            t: predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
+                                 os.path.join(runner.folder(t), "labelsTs"),
+                                 os.path.join(predictions, str(iterations), str(t)), checkpoint)
+            for t in TARGETS}
+    floor_folder = os.path.join(runner.work, "predictions", f"s{args.seed}", "floor")
+    floor = {t: json.load(open(os.path.join(floor_folder, str(t), "scores.json")))
+             for t in TARGETS if os.path.isfile(os.path.join(floor_folder, str(t), "scores.json"))}
+    floor_model = runner.model_folder(SOURCE, "nnUNetTrainer_settingsFromPlans", f"{STOCK_PLANS}_bench_s{args.seed}")
+    floor_source = None
+    if os.path.isfile(os.path.join(floor_model, "fold_0", "checkpoint_final.pth")):
+        log = torch.load(os.path.join(floor_model, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                         weights_only=False)["logging"]
+        floor_source = {"iterations": len(log["mean_fg_dice"]) * FULL.iterations,
+                        "source_pseudo_dice": [float(d) for d in log["dice_per_class_or_region"][-1]]}
+
+    tta = test_time_adaptation(runner, model, plans, args) if args.tta_epochs else None
+
+    result = {"command": "python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "model": model, "train_minutes_this_invocation": train_minutes, "curve": curve,
+              "target_dice": {str(k): {str(t): v[t] for t in v} for k, v in target_dice.items()},
+              "floor_target_dice": {str(t): floor[t] for t in floor}, "floor_source": floor_source,
+              "tta": tta}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "learning_curve.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    write_markdown(args.out, result)
+    plot(args.out, result)
+    runner.say(f"done: {os.path.join(args.out, 'learning_curve.md')}")
+
+
+def test_time_adaptation(runner, stage1: str, plans: str, args) -> dict:
+    """Stage 2 of test-time UDA on the cross-sequence target, started from the long source-only model; target test
+    Dice of every epoch's checkpoint (does adaptation help once the teacher is a fitted source model?)."""
+    target = TARGETS[0]
+    tplans = f"{plans}_tta"
+    folder = runner.model_folder(target, "nnUNetTrainerMAPSegTTA", tplans)
+    if not os.path.isfile(os.path.join(folder, "fold_0", "checkpoint_final.pth")):
+        runner.sh(f"curve_receive_{target}", ["mapseg_receive_source_model", "-t", str(target), "-m", stage1, "-f", "0",
+                                              "--no_pbar"])
+        runner.variant(target, plans, tplans, {"seed": args.seed, "num_epochs": args.tta_epochs,
+                                               "num_iterations_per_epoch": args.iterations,
+                                               "num_val_iterations_per_epoch": 4, "initial_lr": FULL.lr,
+                                               "keep_epoch_checkpoints": True})
+    runner.train(f"curve_tta_{target}", target, "nnUNetTrainerMAPSegTTA", tplans)
+    images, labels = os.path.join(runner.folder(target), "imagesTs"), os.path.join(runner.folder(target), "labelsTs")
+    predictions = os.path.join(runner.work, "predictions", f"curve_s{args.seed}", "tta")
+    per_epoch = {}
+    for e in range(args.tta_epochs):
+        checkpoint = f"checkpoint_epoch_{e:03d}.pth"
+        if os.path.isfile(os.path.join(folder, "fold_0", checkpoint)):
+            per_epoch[(e + 1) * args.iterations] = predict_and_score(folder, images, labels,
+                                                                     os.path.join(predictions, str(e)), checkpoint)
+    return {"target": target, "model": folder, "target_dice": {str(k): v for k, v in per_epoch.items()}}
+
+
+def write_markdown(out: str, r: dict) -> None:
+    lines = ["# Source-only learning curve of the CPU-preset MAPSeg network", "",
+             f"Command: `{r['command']}` (model `{os.path.basename(r['model'])}`).", "",
+             "Source pseudo Dice: nnU-Net's per-epoch Dice on the source validation patches (CSF / GM / WM).", "",
+             "| iterations | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
+    for row in r["curve"]:
+        lines.append(f"| {row['iterations']} | " + " | ".join(f"{d:.2f}" for d in row["source_pseudo_dice"]) +
+                     f" | {row['mean']:.2f} |")
+    if r["floor_source"]:
+        fs = r["floor_source"]
+        lines += ["", f"Stock U-Net (the floor) after {fs['iterations']} iterations: " +
+                  " / ".join(f"{d:.2f}" for d in fs["source_pseudo_dice"]) + " (CSF / GM / WM)."]
+    lines += ["", "Target test Dice % (mean of CSF / GM / WM; per class in learning_curve.json):", "",
+              "| model | " + " | ".join(SHIFTS[t] for t in TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
+    for iterations, scores in r["target_dice"].items():
+        lines.append(f"| MAPSeg source-only, {iterations} iterations | " +
+                     " | ".join(f"{scores[str(t)]['mean']:.1f}" for t in TARGETS) + " |")
+    if r["floor_target_dice"]:
+        lines.append("| stock U-Net floor (benchmark) | " +
+                     " | ".join(f"{r['floor_target_dice'][str(t)]['mean']:.1f}" if str(t) in r["floor_target_dice"]
+                                else "-" for t in TARGETS) + " |")
+    if r.get("tta"):
+        lines += ["", f"Test-time UDA on {SHIFTS[r['tta']['target']]} from the final model above (target test Dice %):",
+                  "", "| adaptation iterations | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
+        start = r["target_dice"][max(r["target_dice"], key=int)][str(r["tta"]["target"])]
+        for iterations, scores in [("0 (source model)", start)] + list(r["tta"]["target_dice"].items()):
+            lines.append(f"| {iterations} | " + " | ".join(f"{scores['classes'][c]:.1f}" for c in ("1", "2", "3")) +
+                         f" | {scores['mean']:.1f} |")
+    lines += ["", "![learning curve](learning_curve.png)", ""]
+    with open(os.path.join(out, "learning_curve.md"), "w") as f:
+        f.write("\n".join(lines))
+
+
+def plot(out: str, r: dict) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    its = [row["iterations"] for row in r["curve"]]
+    for c, name in enumerate(("CSF", "GM", "WM")):
+        ax.plot(its, [row["source_pseudo_dice"][c] for row in r["curve"]], label=f"MAPSeg {name}")
+    if r["floor_source"]:
+        for c, name in enumerate(("CSF", "GM", "WM")):
+            ax.scatter([r["floor_source"]["iterations"]], [r["floor_source"]["source_pseudo_dice"][c]], marker="x",
+                       label=f"stock U-Net {name}", color=f"C{c}")
+    ax.set_xlabel("training iterations (batch 2, 32^3)")
+    ax.set_ylabel("source pseudo Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out, "learning_curve.png"), dpi=100)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
