@@ -1,0 +1,98 @@
+"""Does nnU-Net's Gaussian weighting or test-time mirroring help GLC inference? Dice and time, side by side.
+
+    python benchmarks/inference_options.py [--model FOLDER] [--step 0.833]
+
+Predicts the three targets' test images with one MAPSeg model (default: the fitted source-only model of
+``learning_curve.py``, else seed 0's centralized UDA model of ``run_benchmarks.py``) through ``nnUNetPredictor``
+(the GLC path of ``nnUNetv2_predict``) with Gaussian weighting on / off x mirroring on / off, and writes
+``inference_options.md`` / ``.json`` to ``--out`` (default benchmarks/). Times are ratios to the default
+(Gaussian on, no mirroring), measured in this one run.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+
+from evaluation import score_folder  # noqa: E402
+from run_benchmarks import FULL, PLANS, SHIFTS, SOURCE, TARGETS, Runner  # noqa: E402
+
+OPTIONS = [("Gaussian, no mirroring", True, False), ("uniform, no mirroring", False, False),
+           ("Gaussian, mirroring", True, True), ("uniform, mirroring", False, True)]
+
+
+def predict(model: str, images: str, output: str, gaussian: bool, mirroring: bool, step: float) -> float:
+    """Seconds spent predicting ``images`` (model loading excluded)."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=gaussian, use_mirroring=mirroring,
+                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
+                                allow_tqdm=False)
+    predictor.initialize_from_trained_model_folder(model, (0,), checkpoint_name="checkpoint_final.pth")
+    if mirroring and not predictor.allowed_mirroring_axes:
+        predictor.allowed_mirroring_axes = (0, 1, 2)  # trained without flips: mirror all axes for this measurement
+    os.makedirs(output, exist_ok=True)
+    start = time.perf_counter()
+    predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
+    return time.perf_counter() - start
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default=None, help="MAPSeg model folder (nnUNet_results/.../TRAINER__PLANS__CONF)")
+    parser.add_argument("--step", type=float, default=0.833, help="sliding-window step (the paper's stride 80 of 96)")
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    runner = Runner(os.path.abspath(args.work), FULL, quick=False)
+    model = args.model
+    if model is None:
+        for trainer, plans in (("nnUNetTrainerMAPSegUDA_noMPL", f"{PLANS}_curve_s0"), ("nnUNetTrainerMAPSegUDA",
+                                                                                     f"{PLANS}_bench_s0")):
+            model = runner.model_folder(SOURCE, trainer, plans)
+            if os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth")):
+                break
+        else:
+            raise SystemExit("No trained MAPSeg model found: run benchmarks/learning_curve.py or run_benchmarks.py "
+                             "first, or pass --model.")
+    results = {}
+    for name, gaussian, mirroring in OPTIONS:
+        runner.say(f"{os.path.basename(model)}: {name}")
+        row = {"seconds": 0.0}
+        for t in TARGETS:
+            out = os.path.join(runner.work, "predictions", "inference_options", name.replace(", ", "_").replace(" ", "_"),
+                               str(t))
+            row["seconds"] += predict(model, os.path.join(runner.folder(t), "imagesTs"), out, gaussian, mirroring,
+                                      args.step)
+            row[str(t)] = score_folder(out, os.path.join(runner.folder(t), "labelsTs"))
+        results[name] = row
+    default = results[OPTIONS[0][0]]["seconds"]
+    report = {"command": "python benchmarks/inference_options.py " + " ".join(argv if argv is not None
+                                                                           else sys.argv[1:]),
+              "model": model, "step": args.step, "results": results}
+    with open(os.path.join(args.out, "inference_options.json"), "w") as f:
+        json.dump(report, f, indent=1)
+    lines = ["# GLC inference: Gaussian weighting and test-time mirroring", "",
+             f"Command: `{report['command'].strip()}`; model `{os.path.basename(model)}`, step {args.step}, "
+             f"nnUNetPredictor on the CPU.", "",
+             "Target test Dice % (mean of CSF / GM / WM); time relative to Gaussian without mirroring, same run.", "",
+             "| option | " + " | ".join(SHIFTS[t] for t in TARGETS) + " | mean | time ratio |",
+             "|---|" + "---|" * (len(TARGETS) + 2)]
+    for name, row in results.items():
+        means = [row[str(t)]["mean"] for t in TARGETS]
+        lines.append(f"| {name} | " + " | ".join(f"{m:.1f}" for m in means) +
+                     f" | {np.mean(means):.1f} | {row['seconds'] / default:.2f} |")
+    with open(os.path.join(args.out, "inference_options.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    runner.say(f"done: {os.path.join(args.out, 'inference_options.md')}")
+
+
+if __name__ == "__main__":
+    main()
