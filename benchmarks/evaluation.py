@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import time
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -40,22 +41,28 @@ def score_folder(prediction_folder: str, label_folder: str) -> dict:
 
 
 def predict_folder(model_folder: str, images: str, output: str, checkpoint: str = "checkpoint_final.pth",
-                   fold: str = "0", log: Optional[str] = None) -> None:
-    """nnUNetPredictor on a folder of images (its messages go to ``log``)."""
+                   fold: str = "0", log: Optional[str] = None, step: float = 0.833, gaussian: bool = True,
+                   mirroring: bool = False) -> float:
+    """nnUNetPredictor on a folder of images (its messages go to ``log``); returns the seconds spent predicting
+    (model loading excluded). Defaults are the benchmarks' inference settings (the paper's stride 80 of 96)."""
     os.makedirs(output, exist_ok=True)
     with open(log or os.devnull, "a") as f, contextlib.redirect_stdout(f):
-        _predict_folder(model_folder, images, output, checkpoint, fold)
+        return _predict_folder(model_folder, images, output, checkpoint, fold, step, gaussian, mirroring)
 
 
-def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str) -> None:
+def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str, step: float,
+                    gaussian: bool, mirroring: bool) -> float:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
+    predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=gaussian, use_mirroring=mirroring,
                                 device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
                                 allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model_folder, (fold if fold == "all" else int(fold),),
                                                    checkpoint_name=checkpoint)
-    os.makedirs(output, exist_ok=True)
+    if mirroring and not predictor.allowed_mirroring_axes:
+        predictor.allowed_mirroring_axes = (0, 1, 2)  # trained without flips: mirror all axes when asked to
+    start = time.perf_counter()
     predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
+    return time.perf_counter() - start
 
 
 def predict_and_score(model_folder: str, images: str, labels: str, output: str,

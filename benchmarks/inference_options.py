@@ -14,34 +14,17 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
-import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
-from evaluation import score_folder  # noqa: E402
+from evaluation import predict_folder, score_folder  # noqa: E402
 from run_benchmarks import FULL, PLANS, SHIFTS, SOURCE, TARGETS, Runner  # noqa: E402
 
 OPTIONS = [("Gaussian, no mirroring", True, False), ("uniform, no mirroring", False, False),
            ("Gaussian, mirroring", True, True), ("uniform, mirroring", False, True)]
-
-
-def predict(model: str, images: str, output: str, gaussian: bool, mirroring: bool, step: float) -> float:
-    """Seconds spent predicting ``images`` (model loading excluded)."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=gaussian, use_mirroring=mirroring,
-                                device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
-                                allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(model, (0,), checkpoint_name="checkpoint_final.pth")
-    if mirroring and not predictor.allowed_mirroring_axes:
-        predictor.allowed_mirroring_axes = (0, 1, 2)  # trained without flips: mirror all axes for this measurement
-    os.makedirs(output, exist_ok=True)
-    start = time.perf_counter()
-    predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
-    return time.perf_counter() - start
 
 
 def main(argv=None) -> None:
@@ -69,8 +52,8 @@ def main(argv=None) -> None:
         for t in TARGETS:
             out = os.path.join(runner.work, "predictions", "inference_options", name.replace(", ", "_").replace(" ", "_"),
                                str(t))
-            row["seconds"] += predict(model, os.path.join(runner.folder(t), "imagesTs"), out, gaussian, mirroring,
-                                      args.step)
+            row["seconds"] += predict_folder(model, os.path.join(runner.folder(t), "imagesTs"), out,
+                                             step=args.step, gaussian=gaussian, mirroring=mirroring)
             row[str(t)] = score_folder(out, os.path.join(runner.folder(t), "labelsTs"))
         results[name] = row
     default = results[OPTIONS[0][0]]["seconds"]

@@ -25,7 +25,12 @@ def demo_planned(tmp_path_factory):
     return root, env
 
 
-def test_masked_mse_falls_on_demo_data(demo_planned, monkeypatch):
+def test_masked_mse_falls_and_global_reconstructions_beat_the_mean_on_demo_data(demo_planned, monkeypatch):
+    """120 iterations at batch 2 and lr 1e-3 (the paper's 2e-4 is for its 150k iterations). On the demo data the
+    masked-voxel MSE falls; the global views' reconstructions beat the mean-intensity baseline (every masked voxel
+    predicted as the mean of the sample's visible voxels). Local patches need longer (about 280 iterations at
+    batch 4): the encoder's first GroupNorm(1, 1) z-normalises each input, so the network must infer a patch's
+    absolute intensity from its anatomy, which a 32^3 patch shows little of (benchmarks/FINDINGS.md)."""
     root, env = demo_planned
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
         monkeypatch.setenv(key, env[key])
@@ -37,28 +42,33 @@ def test_masked_mse_falls_on_demo_data(demo_planned, monkeypatch):
     np.random.seed(0)
     trainer = nnUNetTrainerMAPSegMAE(plans, "3d_fullres", 0, json.load(open(os.path.join(folder, "dataset.json"))),
                                      torch.device("cpu"))
-    trainer.mae_batch_size = 2
+    trainer.mae_batch_size, trainer.initial_lr = 2, 1e-3
     trainer.initialize()
     train_loader, val_loader = trainer.get_dataloaders()
     val_batches = [next(val_loader) for _ in range(4)]
 
     def evaluate():
+        """Mean over the fixed validation batches (fixed masks): loss and per-scale (MSE, baseline MSE)."""
         trainer.network.eval()
         with torch.no_grad():
             out = [trainer._reconstruction_losses(b, torch.Generator().manual_seed(i))[:2]
                    for i, b in enumerate(val_batches)]
         trainer.network.train()
-        return np.mean([o[0].item() for o in out]), np.mean([o[1].item() for o in out])
+        scales = {name: tuple(np.mean([o[1][name][j].item() for o in out]) for j in range(2))
+                  for name in ("local", "global")}
+        return np.mean([o[0].item() for o in out]), scales
 
-    before, baseline = evaluate()
-    trainer.network.train()
+    before, scales_before = evaluate()
     for _ in range(120):
         trainer.train_step(next(train_loader))
-    after, _ = evaluate()
-    print(f"masked MSE {before:.4f} -> {after:.4f}, mean-intensity baseline {baseline:.4f}")
-    assert after < 0.8 * before  # measured on the CPU preset (32^3): 0.274 -> 0.197
-    # Not asserted: beating the mean-intensity baseline (0.173 here) takes longer than a CI test on 32^3 patches
-    # (0.184 after 200 iterations; with 48^3 patches it was beaten after about 100 iterations).
+    after, scales = evaluate()
+    print(f"masked MSE {before:.4f} -> {after:.4f}; " + ", ".join(
+        f"{name} {scales_before[name][0]:.4f} -> {mse:.4f} (baseline {baseline:.4f})"
+        for name, (mse, baseline) in scales.items()))
+    assert after < 0.8 * before  # measured: 0.274 -> 0.180
+    global_mse, global_baseline = scales["global"]
+    assert global_mse < global_baseline  # measured: 0.087 vs 0.100 (0.168 before training)
+    assert scales["local"][0] < scales_before["local"][0]  # measured: 0.106 -> 0.093 (baseline 0.073)
 
 
 def test_stock_mae_training_then_encoder_transfer(demo_planned):

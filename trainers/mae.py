@@ -77,6 +77,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         return wrap_in_augmenter(train, val, self.device)
 
     def _reconstruction_losses(self, batch: dict, generator=None):
+        """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE)}, views)."""
         x = batch["data"].to(self.device, non_blocking=True)
         g = batch["global"].to(self.device, non_blocking=True)
         global_cube = self.global_cube or self.local_cube // 2
@@ -84,11 +85,10 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         g_masked, g_mask = mask_volume(g, global_cube, self.mask_ratio, generator)
         reconstruction = self.network(torch.cat([x_masked, g_masked]))  # one pass: both scales, shared weights
         rec_x, rec_g = reconstruction[:x.shape[0]], reconstruction[x.shape[0]:]
-        loss = masked_mse(rec_x, x, x_mask) + masked_mse(rec_g, g, g_mask)
-        baseline = masked_mse(mean_intensity_baseline(x, x_mask), x, x_mask) + \
-            masked_mse(mean_intensity_baseline(g, g_mask), g, g_mask)
+        scales = {name: (masked_mse(rec, target, mask), masked_mse(mean_intensity_baseline(target, mask), target, mask))
+                  for name, rec, target, mask in (("local", rec_x, x, x_mask), ("global", rec_g, g, g_mask))}
         views = {"local": (x_masked, rec_x, x), "global": (g_masked, rec_g, g)}
-        return loss, baseline, views
+        return scales["local"][0] + scales["global"][0], scales, views
 
     def train_step(self, batch: dict) -> dict:
         start = perf_counter()
@@ -113,12 +113,15 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
     def validation_step(self, batch: dict) -> dict:
         generator = torch.Generator(device=self.device).manual_seed(len(self._val_examples))
-        loss, baseline, views = self._reconstruction_losses(batch, generator)
+        loss, scales, views = self._reconstruction_losses(batch, generator)
         if not self._val_examples:
             self._val_examples.append({k: tuple(t[0].detach().cpu().numpy() for t in v) for k, v in views.items()})
         else:
             self._val_examples.append(None)
-        return {"loss": loss.detach().cpu().numpy(), "baseline": baseline.detach().cpu().numpy()}
+        out = {"loss": loss.detach().cpu().numpy()}
+        for name, (mse, baseline) in scales.items():
+            out[f"{name}_mse"], out[f"{name}_baseline"] = mse.detach().cpu().numpy(), baseline.detach().cpu().numpy()
+        return out
 
     def on_validation_epoch_start(self):
         self._val_examples = []
@@ -126,14 +129,17 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
     def on_validation_epoch_end(self, val_outputs):
         outputs = collate_outputs(val_outputs)
-        loss, baseline = float(np.mean(outputs["loss"])), float(np.mean(outputs["baseline"]))
+        mean = {k: float(np.mean(v)) for k, v in outputs.items()}
+        loss, baseline = mean["loss"], mean["local_baseline"] + mean["global_baseline"]
         skill = 1 - loss / baseline if baseline > 0 else 0.0
         # nnU-Net's logger and best-checkpoint logic track 'mean_fg_dice'; for MAE it is the reconstruction skill
         self.logger.log("mean_fg_dice", skill, self.current_epoch)
         self.logger.log("dice_per_class_or_region", [skill], self.current_epoch)
         self.logger.log("val_losses", loss, self.current_epoch)
+        per_scale = ", ".join(f"{name} {mean[name + '_mse']:.5f} vs {mean[name + '_baseline']:.5f}"
+                              for name in ("local", "global"))
         self.print_to_log_file(f"masked-voxel MSE {loss:.5f} (mean-intensity baseline {baseline:.5f}, "
-                               f"reconstruction skill {skill:.3f})")
+                               f"reconstruction skill {skill:.3f}; {per_scale})")
         if self.local_rank == 0 and self._val_examples:
             save_reconstruction_png(self._val_examples[0], join(self.output_folder, "mae_reconstructions",
                                                                 f"epoch_{self.current_epoch:04d}.png"))
