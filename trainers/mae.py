@@ -76,8 +76,9 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                     with_labels=False, training=False)
         return wrap_in_augmenter(train, val, self.device)
 
-    def _reconstruction_losses(self, batch: dict, generator=None):
-        """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE)}, views)."""
+    def _reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
+        """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE or None)},
+        views). The baseline is computed for validation only, never in the training step."""
         x = batch["data"].to(self.device, non_blocking=True)
         g = batch["global"].to(self.device, non_blocking=True)
         global_cube = self.global_cube or self.local_cube // 2
@@ -85,8 +86,10 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         g_masked, g_mask = mask_volume(g, global_cube, self.mask_ratio, generator)
         reconstruction = self.network(torch.cat([x_masked, g_masked]))  # one pass: both scales, shared weights
         rec_x, rec_g = reconstruction[:x.shape[0]], reconstruction[x.shape[0]:]
-        scales = {name: (masked_mse(rec, target, mask), masked_mse(mean_intensity_baseline(target, mask), target, mask))
-                  for name, rec, target, mask in (("local", rec_x, x, x_mask), ("global", rec_g, g, g_mask))}
+        scales = {}
+        for name, rec, target, mask in (("local", rec_x, x, x_mask), ("global", rec_g, g, g_mask)):
+            baseline = masked_mse(mean_intensity_baseline(target, mask), target, mask) if with_baseline else None
+            scales[name] = (masked_mse(rec, target, mask), baseline)
         views = {"local": (x_masked, rec_x, x), "global": (g_masked, rec_g, g)}
         return scales["local"][0] + scales["global"][0], scales, views
 
@@ -113,7 +116,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
     def validation_step(self, batch: dict) -> dict:
         generator = torch.Generator(device=self.device).manual_seed(len(self._val_examples))
-        loss, scales, views = self._reconstruction_losses(batch, generator)
+        loss, scales, views = self._reconstruction_losses(batch, generator, with_baseline=True)
         if not self._val_examples:
             self._val_examples.append({k: tuple(t[0].detach().cpu().numpy() for t in v) for k, v in views.items()})
         else:
