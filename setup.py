@@ -56,12 +56,12 @@ setup(
     },
     entry_points={
         "console_scripts": [
-            "mapseg_nnunet=mapseg_nnunet.cli:main",
-            "mapseg_plan_and_preprocess=mapseg_nnunet.planning:plan_and_preprocess_entry",
-            "mapseg_register_targets=mapseg_nnunet.targets:register_targets_entry",
-            "mapseg_receive_source_model=mapseg_nnunet.test_time:receive_source_model_entry",
-            "mapseg_federated_simulation=mapseg_nnunet.federated.simulation:simulation_entry",
-            "mapseg_plans_variant=mapseg_nnunet.trainer_settings:plans_variant_entry",
+            "mapseg_nnunet=mapseg_nnunet.cli.main:main",
+            "mapseg_plan_and_preprocess=mapseg_nnunet.cli.plan_and_preprocess:plan_and_preprocess_entry",
+            "mapseg_register_targets=mapseg_nnunet.cli.register_targets:register_targets_entry",
+            "mapseg_receive_source_model=mapseg_nnunet.cli.receive_source_model:receive_source_model_entry",
+            "mapseg_federated_simulation=mapseg_nnunet.cli.federated_simulation:simulation_entry",
+            "mapseg_plans_variant=mapseg_nnunet.cli.plans_variant:plans_variant_entry",
         ]
     },
 )

@@ -23,8 +23,8 @@ import torch
 
 def build(preset_name: str, device: torch.device, checkpointing: bool):
     from mapseg_nnunet.architectures import MAPSegNet
-    from mapseg_nnunet.presets import PRESETS
-    from mapseg_nnunet.uda import make_teacher
+    from mapseg_nnunet.planning.presets import PRESETS
+    from mapseg_nnunet.method.teacher import make_teacher
     preset = PRESETS[preset_name]
     net = MAPSegNet(1, 8, **preset.arch_kwargs()).to(device)
     net.encoder.activation_checkpointing = checkpointing
@@ -47,7 +47,9 @@ def random_batch(preset, batch_size: int, device: torch.device, labeled: bool) -
 def make_step(net, teacher, preset, device: torch.device, amp: bool, batch_size: int):
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from mapseg_nnunet.uda import MAPSegLossWeights, MaskingSettings, ema_update, source_loss, target_loss
+    from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+    from mapseg_nnunet.method.masking import MaskingSettings
+    from mapseg_nnunet.method.teacher import ema_update
     loss = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
                           weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
     optimizer = torch.optim.AdamW(net.parameters(), 1e-4)

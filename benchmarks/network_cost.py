@@ -11,8 +11,9 @@ import time
 
 import torch
 
-from mapseg_nnunet.architectures import MAPSegNet, channelwise_cosine_loss
-from mapseg_nnunet.presets import PRESETS
+from mapseg_nnunet.architectures import MAPSegNet
+from mapseg_nnunet.method.losses import channelwise_cosine_loss
+from mapseg_nnunet.planning.presets import PRESETS
 
 
 def parameter_counts(num_classes: int = 8):

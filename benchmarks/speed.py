@@ -18,8 +18,8 @@ from network_cost import step_time as median_time  # median of timed calls after
 
 
 def _loaders(runner):
-    from mapseg_nnunet.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader, SourceTargetLoader
-    from mapseg_nnunet.targets import training_domains
+    from mapseg_nnunet.data.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader, SourceTargetLoader
+    from mapseg_nnunet.data.target_registry import training_domains
     from run_benchmarks import PLANS, SOURCE
     plans = json.load(open(os.path.join(runner.folder(SOURCE, "nnUNet_preprocessed"), PLANS + ".json")))
     config = plans["configurations"]["3d_fullres"]
@@ -40,8 +40,9 @@ def uda_step_ratios(runner, repeats: int) -> List[dict]:
     from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
     from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
     from mapseg_nnunet.architectures import MAPSegNet
-    from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_update, make_teacher, source_loss,
-                                   target_loss)
+    from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+    from mapseg_nnunet.method.masking import MaskingSettings
+    from mapseg_nnunet.method.teacher import ema_update, make_teacher
     loader, config = _loaders(runner)
     torch.manual_seed(0)
     net = MAPSegNet(1, 4, **config["architecture"]["arch_kwargs"])
@@ -98,7 +99,8 @@ def uda_step_ratios(runner, repeats: int) -> List[dict]:
 def glc_inference_ratio(runner, repeats: int) -> dict:
     """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE, unwrap_network
+    from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
     from run_benchmarks import SOURCE
     model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"MAPSegPlansCPU_bench_s{runner.budget.seeds[0]}")
     predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
@@ -122,7 +124,7 @@ def glc_inference_ratio(runner, repeats: int) -> dict:
 
 REGISTER_PROBE = r"""
 import sys
-from mapseg_nnunet.targets import register_target
+from mapseg_nnunet.data.target_registry import register_target
 import nnunetv2.preprocessing.preprocessors.default_preprocessor
 
 def status(key):

@@ -1,5 +1,5 @@
 import sys
 
-from mapseg_nnunet.cli import main
+from mapseg_nnunet.cli.main import main
 
 sys.exit(main())

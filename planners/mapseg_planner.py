@@ -15,11 +15,11 @@ from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
-from mapseg_nnunet.atomic import save_json_atomic
-from mapseg_nnunet.intensity import intensity_settings_for_channels
-from mapseg_nnunet.plans import mapseg_block
-from mapseg_nnunet.presets import PRESETS
-from mapseg_nnunet.validation import DatasetError
+from mapseg_nnunet.data.atomic import save_json_atomic
+from mapseg_nnunet.data.intensity import intensity_settings_for_channels
+from mapseg_nnunet.planning.mapseg_configuration import mapseg_block
+from mapseg_nnunet.planning.presets import PRESETS
+from mapseg_nnunet.data.input_checks import DatasetError
 
 
 class MAPSegPlanner(ExperimentPlanner):

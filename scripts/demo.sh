@@ -77,5 +77,5 @@ for T in ${TARGETS}; do
             "${PRED}/source_validation/${TTA_TRAINER}/${NAME}" -d ${T} -tr ${TTA_TRAINER}
     )
 done
-python -m mapseg_nnunet.demo_report "${PRED}" ${BASELINE} ${TRAINER} --test_time ${TTA_TRAINER}
+python -m mapseg_nnunet.cli.demo_report "${PRED}" ${BASELINE} ${TRAINER} --test_time ${TTA_TRAINER}
 echo "== done; predictions in ${PRED}"

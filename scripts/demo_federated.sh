@@ -30,4 +30,4 @@ for T in ${TARGETS}; do
         -f 0 -device cpu -npp 0 -nps 0 --disable_tta -step_size 0.833
     nnUNetv2_evaluate_simple "${FOLDER}/labelsTs" "${OUT}" -l 1 2 3 -np 1 > /dev/null
 done
-python -m mapseg_nnunet.demo_report "${PRED}" ${BASELINE} ${CENTRALIZED} ${FED_TRAINER}
+python -m mapseg_nnunet.cli.demo_report "${PRED}" ${BASELINE} ${CENTRALIZED} ${FED_TRAINER}

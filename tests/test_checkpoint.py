@@ -41,7 +41,7 @@ def test_interrupted_checkpoint_save_keeps_previous(planned_dataset, monkeypatch
 RESUME_SCRIPT = r"""
 import os, torch
 from nnunetv2.run.run_training import get_trainer_from_args, maybe_load_checkpoint
-from mapseg_nnunet.trainer_settings import seed_everything
+from mapseg_nnunet.training.settings import seed_everything
 
 def trainer(epochs, continue_training):
     seed_everything(0)  # the uninterrupted and the resumed run start from the same initialisation
@@ -102,7 +102,7 @@ def test_resume_restores_teacher_ema_step_and_score_history(source_with_target):
     """nnUNetv2_train --c semantics: the final checkpoint restores student, teacher, EMA step, Score history and
     random states; training continues them exactly as an uninterrupted run; checkpoint_best follows Score; early
     stopping honours the patience."""
-    from conftest import run
+    from nnunet_fixtures import run
     root, env = source_with_target
     out = run(["python", "-c", RESUME_SCRIPT], env, cwd=root)
     assert "RESUMED" in out.stdout

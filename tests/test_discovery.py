@@ -2,10 +2,12 @@
 import os
 import sys
 
-from conftest import BIN, nnunet_env, run, with_ext_trainer
+from nnunet_fixtures import BIN, nnunet_env, run, with_ext_trainer
 
-from mapseg_nnunet.cli import EXT_DIR
-from mapseg_nnunet.trainers import TRAINER_NAMES
+from mapseg_nnunet.training.trainer_lookup import EXT_DIR
+from mapseg_nnunet.trainers import trainer_classes
+
+TRAINER_NAMES = sorted(trainer_classes())
 
 
 def test_env_puts_shim_first_and_keeps_other_entries(tmp_path):
@@ -18,7 +20,9 @@ def test_env_puts_shim_first_and_keeps_other_entries(tmp_path):
 LOOKUP = r"""
 import pickle, sys
 from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-from mapseg_nnunet.trainers import TRAINER_NAMES
+from mapseg_nnunet.trainers import trainer_classes
+TRAINER_NAMES = sorted(trainer_classes())
+assert len(TRAINER_NAMES) >= 15, TRAINER_NAMES
 for name in TRAINER_NAMES:
     cls = recursive_find_trainer_class_by_name(name)
     assert cls.__module__.startswith("mapseg_nnunet.trainers."), cls.__module__

@@ -26,7 +26,8 @@ def _seg_loss(logits, target):
 
 
 def _losses(student, teacher, rank):
-    from mapseg_nnunet.uda import MAPSegLossWeights, MaskingSettings, source_loss, target_loss
+    from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+    from mapseg_nnunet.method.masking import MaskingSettings
     weights, masking = MAPSegLossWeights(), MaskingSettings()
     torch.manual_seed(1000 + rank)  # the same masks for the DDP and the reference pass
     source, _ = source_loss(student, _seg_loss, _batch(rank, True), weights, masking)
@@ -36,8 +37,9 @@ def _losses(student, teacher, rank):
 
 def _worker(rank: int, init_file: str, out_dir: str):
     from mapseg_nnunet.architectures import MAPSegNet
-    from mapseg_nnunet.trainer_settings import seed_everything
-    from mapseg_nnunet.uda import ema_update, make_teacher, mean_over_ranks
+    from mapseg_nnunet.training.settings import seed_everything
+    from mapseg_nnunet.method.teacher import ema_update, make_teacher
+    from mapseg_nnunet.method.selection import mean_over_ranks
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=WORLD)
     torch.manual_seed(0)
     net = MAPSegNet(1, 3, width=8, depth=2, encoder_groups=4, aspp_channels=8, aspp_dilations=(1, 2),

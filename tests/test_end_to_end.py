@@ -10,7 +10,7 @@ import time
 import numpy as np
 import SimpleITK as sitk
 import torch
-from conftest import run
+from nnunet_fixtures import run
 
 RESULTS = "Dataset901_Synthetic"
 
@@ -58,13 +58,13 @@ def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
 
 def test_predictor_hook_is_glc_on_the_normalised_case(planned_dataset):
     """nnUNetPredictor (Python API) on a MAPSeg model == MAPSeg normalisation + the library's GLC sliding window
-    (itself tested against a plain reimplementation), with nnU-Net's Gaussian weighting and mirroring; and
-    different from nnU-Net's own patch-wise sliding window."""
+    (itself tested against a plain reimplementation), with nnU-Net's Gaussian weighting and mirroring; a fold
+    ensemble normalises the case once; and different from nnU-Net's own patch-wise sliding window."""
     root, env = planned_dataset
     code = r"""
 import os, numpy as np, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from mapseg_nnunet.intensity import normalize_case
+from mapseg_nnunet.data.intensity import normalize_case
 from mapseg_nnunet.inference.glc import glc_sliding_window_logits
 p = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=True, device=torch.device('cpu'))
 p.initialize_from_trained_model_folder(os.path.join(os.environ['nnUNet_results'], 'Dataset901_Synthetic',
@@ -77,9 +77,22 @@ hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw))
 net = p.network.eval()
 normalised = torch.from_numpy(normalize_case(raw, net.mapseg_intensity))
 library = glc_sliding_window_logits(net, normalised, (32, 32, 32), 3, 0.5, True, (0, 1, 2))
-patch_wise = type(p).predict_sliding_window_return_logits._mapseg_original(p, normalised).float()
 assert hooked.shape == (3, 44, 40, 36)
 assert torch.equal(hooked, library), (hooked - library).abs().max()
+# an ensemble of two folds normalises the case once and averages the folds' GLC logits
+import mapseg_nnunet.inference.predictor_hook as hook
+calls = []
+def counting(image, settings, percentile=None):
+    calls.append(image.shape)
+    return normalize_case(image, settings, percentile)
+hook.normalize_case = counting
+p.list_of_parameters = [p.list_of_parameters[0]] * 2
+ensemble = p.predict_logits_from_preprocessed_data(torch.from_numpy(raw))
+assert len(calls) == 1, calls
+assert torch.allclose(ensemble, library, atol=1e-5), (ensemble - library).abs().max()
+hook.normalize_case = normalize_case
+net.mapseg_glc_inference = False  # nnU-Net's own patch-wise windows on the same normalised case
+patch_wise = p.predict_sliding_window_return_logits(torch.from_numpy(raw)).float()
 assert (hooked - patch_wise).abs().max() > 1e-3
 print('EQUAL')
 """

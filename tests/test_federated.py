@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import nnunet_env, run, with_ext_trainer
+from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
 SERVER = "nnUNetTrainerMAPSegFed_smoke"
 PLANS = "MAPSegPlansCPU"
@@ -18,7 +18,7 @@ CASES = {"932": 3, "933": 5}
 
 @pytest.fixture(scope="module")
 def fed_cohort(tmp_path_factory):
-    from mapseg_nnunet.synthetic import write_synthetic_dataset
+    from mapseg_nnunet.data.synthetic import write_synthetic_dataset
     root = tmp_path_factory.mktemp("federation")
     env = with_ext_trainer(nnunet_env(root))
     write_synthetic_dataset(env["nnUNet_raw"], 931, name="FedSource")

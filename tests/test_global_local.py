@@ -3,9 +3,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mapseg_nnunet.global_local import (GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION,
+from mapseg_nnunet.data.global_local import (GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION,
                                         global_local_sample)
-from mapseg_nnunet.masking import mask_volume, masked_mse, random_cube_mask
+from mapseg_nnunet.method.masking import mask_volume, masked_mse, random_cube_mask
 
 PATCH = (24, 24, 24)
 

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mapseg_nnunet.intensity import (DEFAULT_INTENSITY, draw_training_percentile, intensity_settings_for_channels,
+from mapseg_nnunet.data.intensity import (DEFAULT_INTENSITY, draw_training_percentile, intensity_settings_for_channels,
                                      normalize_case)
 
 

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from conftest import nnunet_env, run, with_ext_trainer
+from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
 from mapseg_nnunet.dataset_conversion.demo_brain import generate_demo_cohort
 

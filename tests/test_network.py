@@ -2,8 +2,9 @@ import pytest
 import torch
 from torch import nn
 
-from mapseg_nnunet.architectures import MAPSegNet, channelwise_cosine_loss, crop_and_resize, latent_boxes
-from mapseg_nnunet.presets import PRESETS
+from mapseg_nnunet.architectures import MAPSegNet, crop_and_resize, latent_boxes
+from mapseg_nnunet.method.losses import channelwise_cosine_loss
+from mapseg_nnunet.planning.presets import PRESETS
 
 
 def cpu_net(in_channels=1, classes=4, **kw):

@@ -5,10 +5,10 @@ import os
 import numpy as np
 import pytest
 import nibabel
-from conftest import nnunet_env, run
+from nnunet_fixtures import nnunet_env, run
 
-from mapseg_nnunet.atomic import atomic_path, save_json_atomic
-from mapseg_nnunet.synthetic import write_synthetic_dataset
+from mapseg_nnunet.data.atomic import atomic_path, save_json_atomic
+from mapseg_nnunet.data.synthetic import write_synthetic_dataset
 
 
 def test_cpu_plans_content(planned_dataset):
@@ -62,8 +62,8 @@ def test_nan_volume_named(small_dataset):
 def test_missing_file_and_wrong_channel_count_named(small_dataset, monkeypatch):
     root, env, folder = small_dataset
     monkeypatch.setenv("nnUNet_raw", env["nnUNet_raw"])
-    from mapseg_nnunet.planning import check_raw_dataset
-    from mapseg_nnunet.validation import DatasetError
+    from mapseg_nnunet.planning.preprocess import check_raw_dataset
+    from mapseg_nnunet.data.input_checks import DatasetError
     djson = os.path.join(folder, "dataset.json")
     meta = json.load(open(djson))
     meta["channel_names"] = {"0": "T1", "1": "T2"}

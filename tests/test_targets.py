@@ -6,9 +6,9 @@ import os
 import nibabel
 import numpy as np
 import pytest
-from conftest import run
+from nnunet_fixtures import run
 
-from mapseg_nnunet.synthetic import write_synthetic_dataset
+from mapseg_nnunet.data.synthetic import write_synthetic_dataset
 
 
 def _registry(env):
@@ -60,7 +60,7 @@ def test_register_targets_python_listing(planned_dataset, monkeypatch):
     _register(root, env, "913")
     for key in ("nnUNet_raw", "nnUNet_preprocessed"):
         monkeypatch.setenv(key, env[key])
-    from mapseg_nnunet.targets import registered_targets, target_data_folder
+    from mapseg_nnunet.data.target_registry import registered_targets, target_data_folder
     names = [t["dataset_name"] for t in registered_targets(901, "MAPSegPlansCPU")]
     assert "Dataset913_TargetC" in names
     assert registered_targets(901, "MAPSegPlans") == []

@@ -7,9 +7,11 @@ import os
 import pytest
 import torch
 
-from conftest import run
-from mapseg_nnunet.trainer_settings import apply_trainer_settings, parse_assignments
-from mapseg_nnunet.uda import MAPSegLossWeights, MaskingSettings
+from nnunet_fixtures import run
+from mapseg_nnunet.training.settings import apply_trainer_settings
+from mapseg_nnunet.planning.plans_variant import parse_assignments
+from mapseg_nnunet.method.losses import MAPSegLossWeights
+from mapseg_nnunet.method.masking import MaskingSettings
 
 
 class _Trainer:
@@ -88,7 +90,7 @@ def test_misspelled_setting_stops_training_with_its_name(planned_dataset):
 def test_budget_matched_stock_baseline(planned_dataset):
     """nnUNetPlannerCPU: stock U-Net plans at the CPU preset's patch and batch; the stock trainer variant takes its
     budget from a plans variant."""
-    from mapseg_nnunet.presets import PRESETS
+    from mapseg_nnunet.planning.presets import PRESETS
     root, env = planned_dataset
     run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "nnUNetPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-from conftest import nnunet_env, run, with_ext_trainer
+from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
 STAGE1 = "nnUNetTrainerMAPSegUDA_noMPL_smoke"
 STAGE2 = "nnUNetTrainerMAPSegTTA_smoke"
@@ -33,7 +33,7 @@ def stage1_zip(planned_dataset, tmp_path_factory):
 @pytest.fixture(scope="module")
 def target_site(stage1_zip, tmp_path_factory):
     """A target site: its own nnU-Net folders with only the unlabeled target 914 and the installed stage-1 zip."""
-    from mapseg_nnunet.synthetic import write_synthetic_dataset
+    from mapseg_nnunet.data.synthetic import write_synthetic_dataset
     site = tmp_path_factory.mktemp("target_site")
     env = with_ext_trainer(nnunet_env(site))
     write_synthetic_dataset(env["nnUNet_raw"], 914, name="TargetSite", labeled=False, seed=914)
@@ -88,8 +88,8 @@ def test_receive_names_the_broken_file(target_site, tmp_path, monkeypatch):
     site, env = target_site
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
-    from mapseg_nnunet.test_time import receive_source_model
-    from mapseg_nnunet.validation import DatasetError
+    from mapseg_nnunet.training.source_model import receive_source_model
+    from mapseg_nnunet.data.input_checks import DatasetError
     model = os.path.join(env["nnUNet_results"], "Dataset901_Synthetic", f"{STAGE1}__{PLANS}__3d_fullres")
     with pytest.raises(DatasetError, match="fold_3/checkpoint_final.pth: stage-1 checkpoint is missing"):
         receive_source_model("914", model, fold="3", progress=False)

@@ -7,11 +7,14 @@ import torch
 from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
-from mapseg_nnunet.architectures import MAPSegNet, channelwise_cosine_loss
-from mapseg_nnunet.presets import PRESETS
-from mapseg_nnunet.schedules import ConstantThenCosineLR, CosineWarmRestartsLR, RoundCosineLR
-from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
-                               selection_score, source_loss, target_loss)
+from mapseg_nnunet.architectures import MAPSegNet
+from mapseg_nnunet.method.losses import channelwise_cosine_loss
+from mapseg_nnunet.planning.presets import PRESETS
+from mapseg_nnunet.training.schedules import ConstantThenCosineLR, CosineWarmRestartsLR, RoundCosineLR
+from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+from mapseg_nnunet.method.masking import MaskingSettings
+from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
+from mapseg_nnunet.method.selection import selection_score
 
 P = 24
 

@@ -1,18 +1,25 @@
 """Common base of the MAPSeg trainers: MAPSeg plans (or stock plans adapted on the fly), the MAPSeg network with
-its intensity settings (applied to whole cases by the data loaders and the predictor hook), AdamW, atomic
-checkpoints."""
+its intensity settings (applied to whole cases by the data loaders and the predictor hook), AdamW with a
+scheduler hook, atomic checkpoints with the random states, and nnU-Net's epoch loop with three hooks that the
+variants override: :meth:`should_stop_early`, :meth:`is_new_best`, :meth:`log_epoch_summary` (what one epoch
+runs stays nnU-Net's ``train_step`` / ``validation_step`` and their ``on_*`` hooks)."""
 import os
+from time import time
 
+import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager, PlansManager
 
-from mapseg_nnunet.atomic import atomic_path
+from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.atomic import atomic_path
 from mapseg_nnunet.inference import predictor_hook
-from mapseg_nnunet.optimization import amp_step
-from mapseg_nnunet.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
-from mapseg_nnunet.plans import adapt_plans, preset_for_device
-from mapseg_nnunet.trainer_settings import SETTINGS_KEY, PlansTrainerSettings
+from mapseg_nnunet.method.losses import MAPSegLossWeights
+from mapseg_nnunet.planning.mapseg_configuration import adapt_plans, preset_for_device
+from mapseg_nnunet.training.optimization import amp_step
+from mapseg_nnunet.training.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
+from mapseg_nnunet.training.settings import PlansTrainerSettings, effective_setting
 
 
 class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
@@ -31,28 +38,20 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
                 f"scheme. The adapted plans are saved with the model. For MAPSeg's intensity convention plan "
                 f"with mapseg_plan_and_preprocess -pl MAPSegPlanner.")
         self.enable_deep_supervision = False
-        self.initial_lr = 1e-4
-        self.weight_decay = 0.01
+        self.initial_lr, self.weight_decay, self.betas = 1e-4, 0.01, (0.9, 0.999)
         self.use_amp = True  # fp16 autocast + nnU-Net's GradScaler on CUDA (as nnU-Net trains); no-op on CPU
         self.activation_checkpointing = False  # recompute encoder activations in backward (larger patches on GPUs)
+        self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
 
     def initialize(self):
-        super().initialize()  # PlansTrainerSettings: the plans' trainer settings first, then nnU-Net's
-        predictor_hook.unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
-
-    def optimization_step(self, compute_loss, clip_norm=None):
-        """``compute_loss() -> (loss, *extra)`` under autocast, then backward / clip / step; returns its output."""
-        return amp_step(self.optimizer, self.network.parameters(), self.device, self.use_amp, self.grad_scaler,
-                        compute_loss, clip_norm)
+        super().initialize()  # PlansTrainerSettings: the variant's and the plans' settings first, then nnU-Net's
+        unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
 
     @property
     def intensity_settings(self):
         return self.configuration_manager.configuration["mapseg"]["intensity"]
 
-    # Prediction (nnUNetv2_predict, --val, final validation) with global-local collaboration; variants trained
-    # without GLC predict with the patch as its own context.
-    glc_inference = True
-
+    # ---- network: MAPSegNet with its prediction settings (the only plugin code nnUNetv2_predict runs)
     @classmethod
     def build_network_architecture(cls, plans_manager: PlansManager, configuration_manager: ConfigurationManager,
                                    num_input_channels: int, num_output_channels: int,
@@ -61,19 +60,84 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
                                                            num_input_channels, num_output_channels,
                                                            enable_deep_supervision=False)
         network.mapseg_intensity = configuration_manager.configuration["mapseg"]["intensity"]
-        settings = configuration_manager.configuration.get(SETTINGS_KEY) or {}
-        network.mapseg_glc_inference = bool(settings.get("loss_weights.use_glc", cls.glc_inference))
+        # variants trained without GLC predict with the patch as its own context
+        network.mapseg_glc_inference = bool(effective_setting(cls, configuration_manager, "loss_weights.use_glc",
+                                                              MAPSegLossWeights.use_glc))
         predictor_hook.install()
         return network
 
     def set_deep_supervision_enabled(self, enabled: bool):
         pass  # single-output network
 
+    # ---- optimisation: AdamW for every MAPSeg trainer; the learning-rate schedule is the variants' hook
     def configure_optimizers(self):
-        from nnunetv2.training.lr_scheduler.polylr import PolyLRScheduler
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      betas=(0.9, 0.999))
-        return optimizer, PolyLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+                                      betas=self.betas)
+        return optimizer, self.make_lr_scheduler(optimizer)
+
+    def make_lr_scheduler(self, optimizer: torch.optim.Optimizer):
+        """The learning-rate schedule of the variant (each MAPSeg trainer follows the paper's)."""
+        raise NotImplementedError
+
+    def optimization_step(self, compute_loss, clip_norm=None):
+        """``compute_loss() -> (loss, *extra)`` under autocast, then backward / clip / step; returns its output."""
+        return amp_step(self.optimizer, self.network.parameters(), self.device, self.use_amp, self.grad_scaler,
+                        compute_loss, clip_norm)
+
+    # ---- the epoch loop: nnU-Net's, split so that the federated server can run its halves per round
+    def run_training(self):
+        self.on_train_start()
+        while self.current_epoch < self.num_epochs and not self.should_stop_early():
+            self.train_epoch()
+            self.validate_epoch()
+            self.on_epoch_end()
+        self.on_train_end()
+
+    def train_epoch(self) -> None:
+        self.on_epoch_start()
+        self.on_train_epoch_start()
+        self.on_train_epoch_end([self.train_step(next(self.dataloader_train))
+                                 for _ in range(self.num_iterations_per_epoch)])
+
+    def validate_epoch(self) -> None:
+        with torch.no_grad():
+            self.on_validation_epoch_start()
+            self.on_validation_epoch_end([self.validation_step(next(self.dataloader_val))
+                                          for _ in range(self.num_val_iterations_per_epoch)])
+
+    def should_stop_early(self) -> bool:
+        """Checked before every epoch."""
+        return False
+
+    def is_new_best(self) -> bool:
+        """Whether this epoch's model replaces ``checkpoint_best.pth`` (UDA: the Score; MAE: reconstruction skill)."""
+        raise NotImplementedError
+
+    def log_epoch_summary(self) -> None:
+        get = self.logger.get_value
+        self.print_to_log_file("train_loss", np.round(get("train_losses", step=-1), decimals=4))
+        self.print_to_log_file("val_loss", np.round(get("val_losses", step=-1), decimals=4))
+        self.print_to_log_file("Pseudo dice", [np.round(i, decimals=4) for i in
+                                               get("dice_per_class_or_region", step=-1)])
+        self.print_to_log_file(f"Epoch time: {self.epoch_seconds():.2f} s")
+
+    def epoch_seconds(self) -> float:
+        get = self.logger.get_value
+        return get("epoch_end_timestamps", step=-1) - get("epoch_start_timestamps", step=-1)
+
+    def on_epoch_end(self):
+        """nnU-Net's epoch end with the hooks: summary, periodic / best / per-epoch checkpoints, progress plot."""
+        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
+        self.log_epoch_summary()
+        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
+            self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
+        if self.is_new_best():
+            self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
+        if self.keep_epoch_checkpoints:
+            self.save_checkpoint(join(self.output_folder, f"checkpoint_epoch_{self.current_epoch:03d}.pth"))
+        if self.local_rank == 0:
+            self.logger.plot_progress_png(self.output_folder)
+        self.current_epoch += 1
 
     # ---- checkpoints: nnU-Net's dict plus the random states (exact --c) and each trainer's extras
     def update_checkpoint(self, checkpoint: dict) -> None:

@@ -13,11 +13,14 @@ back. Its optimiser starts fresh every round (the paper re-initialises the clien
 import numpy as np
 import torch
 
-from mapseg_nnunet.inference.predictor_hook import unwrap_network
-from mapseg_nnunet.schedules import FixedLR, RoundCosineLR, set_learning_rate
-from mapseg_nnunet.trainers.tta import nnUNetTrainerMAPSegTTA
+from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.augmenter import wrap_in_augmenter
+from mapseg_nnunet.data.global_local import single_dataset_loaders
+from mapseg_nnunet.method.losses import source_loss
+from mapseg_nnunet.method.selection import selection_score
+from mapseg_nnunet.method.teacher import make_teacher
 from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA
-from mapseg_nnunet.uda import make_teacher, selection_score, source_loss
+from mapseg_nnunet.training.schedules import FixedLR, RoundCosineLR, set_learning_rate
 
 
 def load_weights(network: torch.nn.Module, state: dict) -> None:
@@ -36,32 +39,32 @@ class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
         self.client_iterations = 250  # client steps per round T_t, sent with each round
         self.initial_lr, self.final_lr = 1e-4, 1e-6
         self.save_every = 1  # checkpoint_latest after every round: a restarted server continues from there
-        self.patience_epochs = self.num_epochs  # no early stop: the federation runs its R rounds
         self._client_mpl = 0.0
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      betas=self.betas)
-        return optimizer, RoundCosineLR(optimizer, self.initial_lr, self.final_lr, self.num_epochs)
+    def make_lr_scheduler(self, optimizer):
+        return RoundCosineLR(optimizer, self.initial_lr, self.final_lr, self.num_epochs)
 
     @property
     def round_lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
+
+    def should_stop_early(self) -> bool:
+        return False  # the federation runs its R rounds
 
     def train_step(self, batch: dict) -> dict:
         def compute_loss():
             return (source_loss(self.network, self._seg_loss, self._to_device(batch["source"]), self.loss_weights,
                                 self.masking)[0],)
 
-        return self._train_iteration(compute_loss, update_teacher=True)
+        return self.teacher_student_step(compute_loss, update_teacher=True)
+
+    def on_train_epoch_start(self):
+        super().on_train_epoch_start()
+        self.teacher, self.teacher_steps = make_teacher(self.network), 0  # the round's teacher: the global student
 
     def begin_round(self) -> dict:
         """Algorithm 1 lines 2-8: teacher <- global student, T_s source steps; returns the teacher to broadcast."""
-        self.on_epoch_start()
-        self.on_train_epoch_start()
-        self.teacher, self.teacher_steps = make_teacher(self.network), 0
-        outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
-        self.on_train_epoch_end(outputs)
+        self.train_epoch()
         return unwrap_network(self.teacher).state_dict()
 
     def end_round(self, global_state: dict, client_mpl: float) -> None:
@@ -69,10 +72,7 @@ class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
         if global_state is not None:  # None: no client answered this round
             load_weights(self.network, global_state)
         self._client_mpl = client_mpl
-        with torch.no_grad():
-            self.on_validation_epoch_start()
-            self.on_validation_epoch_end([self.validation_step(next(self.dataloader_val))
-                                          for _ in range(self.num_val_iterations_per_epoch)])
+        self.validate_epoch()
         self.on_epoch_end()
 
     def selection_record(self) -> dict:
@@ -80,8 +80,18 @@ class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
         return {"source_dice": dice, "client_mpl": self._client_mpl, "score": selection_score(dice, self._client_mpl)}
 
 
-class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegTTA):
-    requires_source_model = False  # the model arrives with every round
+class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegUDA):
+    """One site's client: its own unlabeled cases (fold ``all``), Eq. 10 steps from the broadcast teacher."""
+
+    def get_dataloaders(self):
+        tr_keys, val_keys = self.do_split()
+        return wrap_in_augmenter(*single_dataset_loaders(
+            self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
+            self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
+            self.target_augmentation), self.device)
+
+    def make_lr_scheduler(self, optimizer):
+        return FixedLR()  # the server sets the round's learning rate
 
     def client_round(self, teacher_state: dict, lr: float, iterations: int) -> tuple:
         """Algorithm 1 lines 10-17; returns (teacher weights, metrics)."""
@@ -89,31 +99,18 @@ class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegTTA):
         self.teacher, self.teacher_steps, self._epoch_mpl = make_teacher(self.network), 0, []
         set_learning_rate(self.optimizer, lr)
         self.network.train()
-        losses = [float(self.train_step(next(self.dataloader_train))["loss"]) for _ in range(iterations)]
+        losses = [float(self.self_supervised_step(next(self.dataloader_train))["loss"]) for _ in range(iterations)]
         return unwrap_network(self.teacher).state_dict(), {"loss": float(np.mean(losses)),
                                                           "mpl": float(np.mean(self._epoch_mpl))}
-
-    def configure_optimizers(self):
-        optimizer, _ = super().configure_optimizers()
-        return optimizer, FixedLR()  # the server sets the round's learning rate
 
 
 class nnUNetTrainerMAPSegFed_smoke(nnUNetTrainerMAPSegFed):
     """2 rounds of 2 server and 2 client iterations, 1 validation iteration: tests."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.patience_epochs = 2
-        self.num_iterations_per_epoch = self.client_iterations = 2
-        self.num_val_iterations_per_epoch = 1
+    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 2, "client_iterations": 2,
+                        "num_val_iterations_per_epoch": 1}
 
 
 class nnUNetTrainerMAPSegFed_demo(nnUNetTrainerMAPSegFed):
     """CPU demo budget: 8 rounds of 40 server and 40 client iterations, learning rate 1e-3 -> 1e-5."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = self.patience_epochs = 8
-        self.num_iterations_per_epoch = self.client_iterations = 40
-        self.num_val_iterations_per_epoch = 4
-        self.initial_lr, self.final_lr = 1e-3, 1e-5
+    trainer_settings = {"num_epochs": 8, "num_iterations_per_epoch": 40, "client_iterations": 40,
+                        "num_val_iterations_per_epoch": 4, "initial_lr": 1e-3, "final_lr": 1e-5}

@@ -2,7 +2,9 @@
 
 Every image of the source dataset and of its registered targets and pools (domain-balanced; labels ignored)
 yields a local patch and the whole case resized to the patch; 70 % of 8^3 (local) and 4^3 (global) cubes are
-zeroed; one encoder-decoder reconstructs both; loss = MSE on masked voxels, local + global. The checkpoint's
+zeroed (``masking.*`` settings, as in UDA); one encoder-decoder reconstructs both; loss = MSE on masked voxels,
+local + global. Validation measures the reconstruction skill against the mean-intensity baseline, which nnU-Net's
+progress plot shows in its pseudo-Dice curve and whose EMA selects ``checkpoint_best.pth``. The checkpoint's
 encoder initialises the UDA / TTA trainers through stock ``-pretrained_weights`` (the MAE decoder is dropped)."""
 from time import perf_counter
 
@@ -12,11 +14,13 @@ from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from mapseg_nnunet.architectures import MAPSegMAENet
-from mapseg_nnunet.global_local import GlobalLocalAugmentation, NO_AUGMENTATION
-from mapseg_nnunet.masking import mask_volume, masked_mse, mean_intensity_baseline
-from mapseg_nnunet.schedules import ConstantThenCosineLR
+from mapseg_nnunet.data.augmenter import wrap_in_augmenter
+from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
+from mapseg_nnunet.data.target_registry import training_domains
+from mapseg_nnunet.method.masking import MaskingSettings, masked_mse, mean_intensity_baseline
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
-from mapseg_nnunet.visualization import save_reconstruction_png
+from mapseg_nnunet.training.reconstruction_png import save_reconstruction_png
+from mapseg_nnunet.training.schedules import ConstantThenCosineLR
 
 
 class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
@@ -33,12 +37,10 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         self.num_epochs = 600
         self.num_val_iterations_per_epoch = 10
         self.initial_lr, self.weight_decay, self.betas, self.min_lr = 2e-4, 0.05, (0.9, 0.95), 1e-6
-        self.mask_ratio = 0.7
-        self.local_cube = 8
-        self.global_cube = None  # None: half the local cube
+        self.masking = MaskingSettings()
         self.augmentation = GlobalLocalAugmentation()  # affine p 0.35, scale 0.75-1.5, +-40 deg, flips
         self.domain_roles = ("target", "pool")
-        self.enable_deep_supervision = False
+        self.best_skill_ema = None
         self._loader_wait = 0.0
         self._step_time = 0.0
         self._last_step_end = None
@@ -50,20 +52,15 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                                      configuration_manager.network_arch_init_kwargs,
                                                      configuration_manager.configuration["mapseg"]["mae_channels"])
 
-    def _set_batch_size_and_oversample(self):
-        self.batch_size = self.mae_batch_size
+    def initialize(self):
+        super().initialize()
+        self.batch_size = self.mae_batch_size  # the plans' batch size is the segmentation trainers'
 
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      betas=self.betas)
-        return optimizer, ConstantThenCosineLR(optimizer, self.initial_lr,
-                                               self.num_epochs * self.num_iterations_per_epoch,
-                                               self.num_iterations_per_epoch, self.min_lr)
+    def make_lr_scheduler(self, optimizer):
+        return ConstantThenCosineLR(optimizer, self.initial_lr, self.num_epochs * self.num_iterations_per_epoch,
+                                    self.num_iterations_per_epoch, self.min_lr)
 
     def get_dataloaders(self):
-        from mapseg_nnunet.global_local import GlobalLocalDataLoader
-        from mapseg_nnunet.loading import wrap_in_augmenter
-        from mapseg_nnunet.targets import training_domains
         domains = training_domains(self.plans_manager.dataset_name, self.plans_manager.plans_name,
                                    self.configuration_name, self.configuration_manager.data_identifier,
                                    self.domain_roles)
@@ -81,9 +78,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         views). The baseline is computed for validation only, never in the training step."""
         x = batch["data"].to(self.device, non_blocking=True)
         g = batch["global"].to(self.device, non_blocking=True)
-        global_cube = self.global_cube or self.local_cube // 2
-        x_masked, x_mask = mask_volume(x, self.local_cube, self.mask_ratio, generator)
-        g_masked, g_mask = mask_volume(g, global_cube, self.mask_ratio, generator)
+        (x_masked, x_mask), (g_masked, g_mask) = self.masking.mask(x, g, generator)
         reconstruction = self.network(torch.cat([x_masked, g_masked]))  # one pass: both scales, shared weights
         rec_x, rec_g = reconstruction[:x.shape[0]], reconstruction[x.shape[0]:]
         scales = {}
@@ -135,7 +130,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         mean = {k: float(np.mean(v)) for k, v in outputs.items()}
         loss, baseline = mean["loss"], mean["local_baseline"] + mean["global_baseline"]
         skill = 1 - loss / baseline if baseline > 0 else 0.0
-        # nnU-Net's logger and best-checkpoint logic track 'mean_fg_dice'; for MAE it is the reconstruction skill
+        # nnU-Net's logger has fixed keys: its pseudo-Dice curve (and EMA) carries the reconstruction skill
         self.logger.log("mean_fg_dice", skill, self.current_epoch)
         self.logger.log("dice_per_class_or_region", [skill], self.current_epoch)
         self.logger.log("val_losses", loss, self.current_epoch)
@@ -147,22 +142,26 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
             save_reconstruction_png(self._val_examples[0], join(self.output_folder, "mae_reconstructions",
                                                                 f"epoch_{self.current_epoch:04d}.png"))
 
-    def on_epoch_end(self):
-        """nnU-Net's epoch end with MAE wording: checkpoint_best follows the reconstruction skill's EMA."""
-        from time import time
-        self.logger.log("epoch_end_timestamps", time(), self.current_epoch)
-        get = self.logger.get_value
-        self.print_to_log_file(f"train masked-voxel MSE {get('train_losses', step=-1):.5f}, epoch time "
-                               f"{get('epoch_end_timestamps', step=-1) - get('epoch_start_timestamps', step=-1):.1f} s")
-        if (self.current_epoch + 1) % self.save_every == 0 and self.current_epoch != self.num_epochs - 1:
-            self.save_checkpoint(join(self.output_folder, "checkpoint_latest.pth"))
-        if self._best_ema is None or get("ema_fg_dice", step=-1) > self._best_ema:
-            self._best_ema = get("ema_fg_dice", step=-1)
-            self.print_to_log_file(f"New best reconstruction skill (EMA): {self._best_ema:.4f}")
-            self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
-        if self.local_rank == 0:
-            self.logger.plot_progress_png(self.output_folder)
-        self.current_epoch += 1
+    def log_epoch_summary(self) -> None:
+        self.print_to_log_file(f"train masked-voxel MSE {self.logger.get_value('train_losses', step=-1):.5f}, "
+                               f"epoch time {self.epoch_seconds():.1f} s")
+
+    def is_new_best(self) -> bool:
+        """The reconstruction skill's EMA (as nnU-Net's EMA pseudo Dice) improved."""
+        ema = self.logger.get_value("ema_fg_dice", step=-1)
+        if self.best_skill_ema is None or ema > self.best_skill_ema:
+            self.best_skill_ema = ema
+            self.print_to_log_file(f"New best reconstruction skill (EMA): {ema:.4f}")
+            return True
+        return False
+
+    def update_checkpoint(self, checkpoint: dict) -> None:
+        super().update_checkpoint(checkpoint)
+        checkpoint["mapseg_mae"] = {"best_skill_ema": self.best_skill_ema}
+
+    def restore_from_checkpoint(self, checkpoint: dict) -> None:
+        super().restore_from_checkpoint(checkpoint)
+        self.best_skill_ema = checkpoint.get("mapseg_mae", {}).get("best_skill_ema")
 
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("MAE pretraining: no segmentation to validate. This checkpoint's encoder initialises "
@@ -170,29 +169,13 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                f"{join(self.output_folder, 'checkpoint_final.pth')} (only encoder.* transfers).")
 
 
-class nnUNetTrainerMAPSegMAE_5epochs(nnUNetTrainerMAPSegMAE):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 5
-
-
 class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
     """2 epochs of 4 iterations: tests."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 2
-        self.num_iterations_per_epoch = 4
-        self.num_val_iterations_per_epoch = 2
+    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}
 
 
 class nnUNetTrainerMAPSegMAE_demo(nnUNetTrainerMAPSegMAE):
     """CPU demo budget on MAPSegPlansCPU: 3 epochs x 40 iterations at lr 1e-3 (the paper's 2e-4 is for its 150k
     iterations on GPUs; at 2e-4 the demo's reconstructions did not beat the mean-intensity baseline)."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 3
-        self.num_iterations_per_epoch = 40
-        self.num_val_iterations_per_epoch = 2
-        self.initial_lr = 1e-3
+    trainer_settings = {"num_epochs": 3, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 2,
+                        "initial_lr": 1e-3}

@@ -3,7 +3,7 @@ budget-matched nnU-Net baseline of the benchmarks. Nothing else differs from ``n
 augmentation, deep supervision, SGD and poly schedule)."""
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 
-from mapseg_nnunet.trainer_settings import PlansTrainerSettings
+from mapseg_nnunet.training.settings import PlansTrainerSettings
 
 
 class nnUNetTrainer_settingsFromPlans(PlansTrainerSettings, nnUNetTrainer):

@@ -1,41 +1,36 @@
 """nnUNetTrainerMAPSegTTA: test-time (source-free) UDA, stage 2 at the target site (paper Sec. 3.6, Table 3).
 
 Trained on the target dataset itself (``nnUNetv2_train TARGET ...``) after ``mapseg_receive_source_model`` gave
-it the stage-1 source model (see ``mapseg_nnunet.test_time``). Student and EMA teacher start from the whole
-stage-1 network; every iteration is Eq. 10 on a target batch (masked and unmasked student views against the
+it the stage-1 source model (see ``mapseg_nnunet.training.source_model``). Student and EMA teacher start from the
+whole stage-1 network; every iteration is Eq. 10 on a target batch (masked and unmasked student views against the
 teacher's pseudo-labels, GLC terms), then the EMA update (Eq. 3). No labels exist: validation measures, on the
 held-out target cases of the fold, L_MPL and the student's agreement with the teacher (logged by nnU-Net as the
 pseudo Dice); Score = -L_MPL drives ``checkpoint_best.pth`` and early stopping."""
 import torch
 
-from mapseg_nnunet.global_local import GlobalLocalDataLoader, NO_AUGMENTATION
-from mapseg_nnunet.loading import wrap_in_augmenter
-from mapseg_nnunet.inference.predictor_hook import unwrap_network
-from mapseg_nnunet.test_time import load_source_weights, source_model_entry
+from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.augmenter import wrap_in_augmenter
+from mapseg_nnunet.data.global_local import single_dataset_loaders
+from mapseg_nnunet.method.losses import masked_pseudo_label_check
+from mapseg_nnunet.method.selection import mean_over_ranks
+from mapseg_nnunet.method.teacher import make_teacher
 from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA, validation_output
-from mapseg_nnunet.uda import make_teacher, masked_pseudo_label_check, mean_over_ranks, target_loss
+from mapseg_nnunet.training.source_model import load_source_weights, source_model_entry
 
 
 class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
-    requires_source_model = True
-
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        # fails early, saying what to run
-        self.source_model = source_model_entry(self.plans_manager.plans) if self.requires_source_model else None
+        self.source_model = source_model_entry(self.plans_manager.plans)  # fails early, saying what to run
         self.warmup_iterations = 0  # the warm-up happened at the source site (stage 1)
 
     def get_dataloaders(self):
         tr_keys, val_keys = self.do_split()
-        name, folder = self.plans_manager.dataset_name, self.preprocessed_dataset_folder
-        patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
-        train = GlobalLocalDataLoader([(name, self.dataset_class(folder, tr_keys))], self.batch_size, patch,
-                                      intensity, self.target_augmentation, False)
-        val = GlobalLocalDataLoader([(name, self.dataset_class(folder, val_keys))], self.batch_size, patch,
-                                    intensity, NO_AUGMENTATION, False, training=False)
-        self.has_targets = True
-        return wrap_in_augmenter(train, val, self.device)
+        return wrap_in_augmenter(*single_dataset_loaders(
+            self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
+            self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
+            self.target_augmentation), self.device)
 
     def on_train_start(self):
         super().on_train_start()
@@ -49,13 +44,7 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
                 f"-pretrained_weights")
 
     def train_step(self, batch: dict) -> dict:
-        def compute_loss():
-            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
-                                      self.loss_weights, self.masking, self_supervised=True)  # Eq. 10
-            self._epoch_mpl.append(parts["mpl"])
-            return (loss,)
-
-        return self._train_iteration(compute_loss, update_teacher=True)
+        return self.self_supervised_step(batch)  # Eq. 10
 
     def validation_step(self, batch: dict) -> dict:
         mpl, logits, pseudo_label = masked_pseudo_label_check(self.network, self.teacher, self._seg_loss,
@@ -75,16 +64,10 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
 
 class nnUNetTrainerMAPSegTTA_smoke(nnUNetTrainerMAPSegTTA):
     """2 epochs of 4 iterations, 2 validation iterations: tests."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 2, 4, 2
+    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}
 
 
 class nnUNetTrainerMAPSegTTA_demo(nnUNetTrainerMAPSegTTA):
     """CPU demo budget on MAPSegPlansCPU: 4 epochs x 40 iterations at learning rate 1e-3 (as the UDA demo)."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs, self.num_iterations_per_epoch, self.num_val_iterations_per_epoch = 4, 40, 4
-        self.initial_lr = 1e-3
+    trainer_settings = {"num_epochs": 4, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
+                        "initial_lr": 1e-3}

@@ -5,18 +5,19 @@ and every iteration adds the target terms on a target batch (masked pseudo-label
 source validation Dice - 0.5 x epoch-mean L_MPL drives ``checkpoint_best.pth`` and early stopping. Without
 registered targets (or on plans that have none) it trains the source terms only and says so."""
 import torch
-from batchgenerators.utilities.file_and_folder_operations import join
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
-from mapseg_nnunet.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION, \
-    SourceTargetLoader
-from mapseg_nnunet.loading import wrap_in_augmenter
-from mapseg_nnunet.schedules import CosineWarmRestartsLR
-from mapseg_nnunet.targets import training_domains
+from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.augmenter import wrap_in_augmenter
+from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
+                                             SourceTargetLoader)
+from mapseg_nnunet.data.target_registry import training_domains
+from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+from mapseg_nnunet.method.masking import MaskingSettings
+from mapseg_nnunet.method.selection import mean_over_ranks, selection_score
+from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
-from mapseg_nnunet.inference.predictor_hook import unwrap_network
-from mapseg_nnunet.uda import (MAPSegLossWeights, MaskingSettings, ema_alpha, ema_update, make_teacher,
-                               mean_over_ranks, selection_score, source_loss, target_loss)
+from mapseg_nnunet.training.schedules import CosineWarmRestartsLR
 
 
 def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict:
@@ -36,13 +37,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.num_epochs = 40
         self.warmup_iterations = 1000
         self.patience_epochs = 20
-        self.initial_lr, self.weight_decay, self.betas = 1e-4, 0.01, (0.9, 0.999)
-        self.loss_weights = MAPSegLossWeights(use_glc=self.glc_inference)
+        self.loss_weights = MAPSegLossWeights()
         self.masking = MaskingSettings()
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
         self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
-        self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
         self.inference_allowed_mirroring_axes = None  # trained without flips: no test-time mirroring by default
         self.source_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.4), rotation_degrees=30,
                                                            flip_probability=0)
@@ -80,7 +79,6 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             if targets else None)
         val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
                                     training=False)
-        self.has_targets = bool(targets)
         return wrap_in_augmenter(train, val, self.device)
 
     def _to_device(self, batch):
@@ -91,10 +89,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return out
 
     # ---- training
-    def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      betas=self.betas)
-        return optimizer, CosineWarmRestartsLR(optimizer, self.initial_lr, self.num_iterations_per_epoch)
+    def make_lr_scheduler(self, optimizer):
+        return CosineWarmRestartsLR(optimizer, self.initial_lr, self.num_iterations_per_epoch)
 
     def _seg_loss(self, logits, target):
         return self.loss(logits, target)
@@ -118,9 +114,19 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                 self._epoch_mpl.append(t_parts["mpl"])
             return (loss,)
 
-        return self._train_iteration(compute_loss, update_teacher=adapt)
+        return self.teacher_student_step(compute_loss, update_teacher=adapt)
 
-    def _train_iteration(self, compute_loss, update_teacher: bool) -> dict:
+    def self_supervised_step(self, batch: dict) -> dict:
+        """One step of Eq. 10 on an unlabeled target batch (test-time UDA, federated clients)."""
+        def compute_loss():
+            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
+                                      self.loss_weights, self.masking, self_supervised=True)
+            self._epoch_mpl.append(parts["mpl"])
+            return (loss,)
+
+        return self.teacher_student_step(compute_loss, update_teacher=True)
+
+    def teacher_student_step(self, compute_loss, update_teacher: bool) -> dict:
         """Optimiser step, per-iteration learning rate, then the EMA teacher update (Eq. 3)."""
         loss, = self.optimization_step(compute_loss, clip_norm=12)
         self.lr_scheduler.step_iteration()
@@ -156,37 +162,20 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         mpl = mean_over_ranks(self._epoch_mpl)  # 0 during warm-up (reference)
         return {"source_dice": dice, "mpl": mpl, "score": selection_score(dice, mpl)}
 
-    def on_epoch_end(self):
+    def is_new_best(self) -> bool:
         score = self.score_history[-1]["score"]
-        improved = self.best_score is None or score > self.best_score
-        if improved:
+        if self.best_score is None or score > self.best_score:
             self.best_score, self.epochs_without_improvement = score, 0
             self.print_to_log_file(f"New best Score: {score:.4f}")
-            self.save_checkpoint(join(self.output_folder, "checkpoint_best.pth"))
-        else:
-            self.epochs_without_improvement += 1
-        if self.keep_epoch_checkpoints:
-            self.save_checkpoint(join(self.output_folder, f"checkpoint_epoch_{self.current_epoch:03d}.pth"))
-        self._best_ema = float("inf")  # checkpoint_best follows Score, not nnU-Net's EMA pseudo Dice
-        super().on_epoch_end()
+            return True
+        self.epochs_without_improvement += 1
+        return False
 
-    def run_training(self):
-        self.on_train_start()
-        for epoch in range(self.current_epoch, self.num_epochs):
-            if self.epochs_without_improvement > self.patience_epochs:
-                self.print_to_log_file(f"Early stop: Score did not improve for {self.patience_epochs} epochs")
-                break
-            self.on_epoch_start()
-            self.on_train_epoch_start()
-            outputs = [self.train_step(next(self.dataloader_train)) for _ in range(self.num_iterations_per_epoch)]
-            self.on_train_epoch_end(outputs)
-            with torch.no_grad():
-                self.on_validation_epoch_start()
-                val = [self.validation_step(next(self.dataloader_val))
-                       for _ in range(self.num_val_iterations_per_epoch)]
-                self.on_validation_epoch_end(val)
-            self.on_epoch_end()
-        self.on_train_end()
+    def should_stop_early(self) -> bool:
+        if self.epochs_without_improvement > self.patience_epochs:
+            self.print_to_log_file(f"Early stop: Score did not improve for {self.patience_epochs} epochs")
+            return True
+        return False
 
     # ---- checkpoints: network_weights = the predicting network; teacher, EMA step and Score history kept
     def update_checkpoint(self, checkpoint: dict) -> None:
@@ -215,69 +204,36 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.epochs_without_improvement = extra["epochs_without_improvement"]
 
 
+# Budgets (nnU-Net's variant convention; plans variants override any of them)
+SMOKE = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2,
+         "warmup_iterations": 4}  # tests: warm-up 4, so epoch 1 adapts
+# CPU demo on MAPSegPlansCPU: learning rate 1e-3 (the paper's 1e-4 assumes 10k iterations from a long MAE)
+DEMO = {"num_epochs": 8, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
+        "warmup_iterations": 120, "initial_lr": 1e-3}
+
+
 class nnUNetTrainerMAPSegUDA_noGLC(nnUNetTrainerMAPSegUDA):
     """Ablation (paper Table 5): no global view, no global terms; training and prediction on local patches."""
-    glc_inference = False
+    trainer_settings = {"loss_weights.use_glc": False}
 
 
 class nnUNetTrainerMAPSegUDA_noMPL(nnUNetTrainerMAPSegUDA):
     """Ablation (paper Table 5) and source-only baseline: the source terms of Eq. 9 (masking + GLC), no target
     terms, no teacher."""
-
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.loss_weights.use_mpl = False
-
-
-class nnUNetTrainerMAPSegUDA_5epochs(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 5
-
-
-class nnUNetTrainerMAPSegUDA_1epoch(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-
-
-def _smoke_budget(trainer: nnUNetTrainerMAPSegUDA) -> None:
-    """Tests: 2 epochs of 4 iterations (warm-up 4, so epoch 1 adapts), 2 validation iterations."""
-    trainer.num_epochs = 2
-    trainer.num_iterations_per_epoch = 4
-    trainer.num_val_iterations_per_epoch = 2
-    trainer.warmup_iterations = 4
+    trainer_settings = {"loss_weights.use_mpl": False}
 
 
 class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _smoke_budget(self)
+    trainer_settings = SMOKE
 
 
 class nnUNetTrainerMAPSegUDA_noMPL_smoke(nnUNetTrainerMAPSegUDA_noMPL):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _smoke_budget(self)
-
-
-def _demo_budget(trainer: nnUNetTrainerMAPSegUDA) -> None:
-    """CPU demo budget on MAPSegPlansCPU: 8 epochs x 40 iterations, warm-up 120 iterations, learning rate 1e-3
-    (the paper's 1e-4 assumes 10k iterations from a long MAE pretraining), 4 validation iterations."""
-    trainer.num_epochs = 8
-    trainer.num_iterations_per_epoch = 40
-    trainer.num_val_iterations_per_epoch = 4
-    trainer.warmup_iterations = 120
-    trainer.initial_lr = 1e-3
+    trainer_settings = SMOKE
 
 
 class nnUNetTrainerMAPSegUDA_demo(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _demo_budget(self)
+    trainer_settings = DEMO
 
 
 class nnUNetTrainerMAPSegUDA_noMPL_demo(nnUNetTrainerMAPSegUDA_noMPL):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        _demo_budget(self)
+    trainer_settings = DEMO

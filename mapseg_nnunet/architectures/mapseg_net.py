@@ -170,15 +170,6 @@ def crop_and_resize(global_latent: torch.Tensor, boxes: torch.Tensor, size: Sequ
     return torch.cat(crops, dim=0)
 
 
-def channelwise_cosine_loss(local_latent: torch.Tensor, global_crop: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity between each channel's spatial map in the local latent and in the cropped global
-    latent, averaged over channels and samples. This is the axis the reference implementation uses
-    (CosineEmbeddingLoss on (channels, voxels)), not a per-voxel cosine between feature vectors."""
-    local_maps = local_latent.flatten(2)
-    global_maps = global_crop.flatten(2)
-    return (1 - F.cosine_similarity(local_maps, global_maps, dim=2, eps=1e-8)).mean()
-
-
 class MAPSegNet(nn.Module):
     """Segmentation network of MAPSeg with global-local collaboration.
 

@@ -16,8 +16,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from mapseg_nnunet.federated.sites import (CLIENT_TRAINER, SERVER_TRAINER, client_round, finish_server,
-                                           resolve_device, start_server)
+from mapseg_nnunet.federated.sites import (CLIENT_TRAINER, SERVER_TRAINER, client_round, finish_server, resolve_device, start_server)
 
 DEFAULTS = {"source": "", "clients": "", "plans": "MAPSegPlans", "configuration": "3d_fullres", "fold": "0",
             "server-trainer": SERVER_TRAINER, "client-trainer": CLIENT_TRAINER, "min-clients": 2,
@@ -89,7 +88,7 @@ def server_main(grid: Grid, context: Context) -> None:
         return
     strategy = FedMAPSeg(server, min_train_nodes=int(cfg["min-clients"]),
                          min_available_nodes=int(cfg["min-clients"]))
-    from mapseg_nnunet.inference.predictor_hook import unwrap_network
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
     strategy.start(grid=grid, initial_arrays=ArrayRecord(unwrap_network(server.network).state_dict()),
                    num_rounds=remaining, timeout=float(cfg["round-timeout"]), train_config=ConfigRecord())
     finish_server(server)

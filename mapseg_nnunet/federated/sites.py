@@ -2,14 +2,12 @@
 from its last completed round) and one client round at a site."""
 from __future__ import annotations
 
-import contextlib
-import io
 from typing import Optional
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join
 
-from mapseg_nnunet.cli import set_ext_trainer_environment
+from mapseg_nnunet.training.trainer_lookup import build_trainer
 
 SERVER_TRAINER = "nnUNetTrainerMAPSegFed"
 CLIENT_TRAINER = "nnUNetTrainerMAPSegFedClient"
@@ -19,17 +17,6 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-def build_trainer(dataset: str, trainer: str, plans: str, configuration: str, fold, device: torch.device,
-                  continue_training: bool = False):
-    """An nnU-Net trainer as ``nnUNetv2_train`` builds it (class lookup through ``nnUNet_extTrainer``)."""
-    from nnunetv2.run.run_training import get_trainer_from_args
-    set_ext_trainer_environment()
-    fold = fold if str(fold) == "all" else int(fold)
-    with contextlib.redirect_stdout(io.StringIO()):  # the class search prints every module it imports
-        return get_trainer_from_args(str(dataset), configuration, fold, trainer, plans, continue_training,
-                                     device=device)
 
 
 def start_server(source: str, trainer: str, plans: str, configuration: str, fold, device: torch.device,

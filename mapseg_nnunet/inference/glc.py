@@ -5,7 +5,7 @@ For one (already intensity-normalised) case ``(C, X, Y, Z)``:
 
 1. zero-pad to at least the patch size (nnU-Net's ``pad_nd_image``, reverted at the end);
 2. global view = the foreground box (non-zero voxels of any channel; MAPSeg's background is exactly 0) resized to
-   the patch size, as in training (:func:`mapseg_nnunet.global_local.global_local_sample`); its latent is computed
+   the patch size, as in training (:func:`mapseg_nnunet.data.global_local.global_local_sample`); its latent is computed
    **once per case** (once per mirroring when test-time mirroring is on);
 3. windows at nnU-Net's steps (``compute_steps_for_sliding_window``, ``tile_step_size``; the paper's stride 80 on
    96^3 is step 0.833); each window's local latent is fused with the global latent cropped at the window's box in
@@ -28,7 +28,7 @@ from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from tqdm import tqdm
 
-from mapseg_nnunet.global_local import box_in_global_view, foreground_box
+from mapseg_nnunet.data.global_local import box_in_global_view, foreground_box
 
 
 def global_view(image: torch.Tensor, patch_size: Sequence[int]) -> Tuple[torch.Tensor, np.ndarray]:
@@ -54,17 +54,15 @@ def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> list:
 
 
 @torch.inference_mode()
-def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int],
-                              num_classes: int, tile_step_size: float = 0.5, use_gaussian: bool = True,
-                              mirror_axes: Optional[Sequence[int]] = None,
-                              device: torch.device = torch.device("cpu"),
-                              results_device: Optional[torch.device] = None, progress: bool = False
-                              ) -> torch.Tensor:
-    """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z) with a
+def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_starts: Sequence[Sequence[int]],
+                      patch_size: Sequence[int], num_classes: int, use_gaussian: bool = True,
+                      mirror_axes: Optional[Sequence[int]] = None, device: torch.device = torch.device("cpu"),
+                      results_device: Optional[torch.device] = None, progress: bool = False) -> torch.Tensor:
+    """GLC logits (num_classes, X, Y, Z) of the normalised case ``data`` (C, X, Y, Z), already padded to at least
+    the patch size, from the windows starting at ``window_starts`` with a
     :class:`~mapseg_nnunet.architectures.MAPSegNet` ``network`` (in eval mode, on ``device``)."""
     patch_size = tuple(int(p) for p in patch_size)
     results_device = results_device or device
-    data, revert = pad_nd_image(image, patch_size, "constant", {"value": 0}, True, None)
     data = data.to(results_device)
     view, foreground = global_view(data, patch_size)
     combinations = mirror_combinations(mirror_axes)
@@ -72,13 +70,11 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
     global_latents = {axes: network.encoder(torch.flip(view, [a + 2 for a in axes]))
                       for axes in combinations}
 
-    steps = compute_steps_for_sliding_window(data.shape[1:], patch_size, tile_step_size)
     weight = compute_gaussian(patch_size, sigma_scale=1. / 8, value_scaling_factor=10, dtype=torch.float32,
                               device=results_device) if use_gaussian else torch.ones(patch_size, device=results_device)
     logits = torch.zeros((num_classes, *data.shape[1:]), dtype=torch.float32, device=results_device)
     weights = torch.zeros(data.shape[1:], dtype=torch.float32, device=results_device)
-    starts = list(itertools.product(*steps))
-    for start in tqdm(starts, disable=not progress, desc="GLC sliding window"):
+    for start in tqdm(window_starts, disable=not progress, desc="GLC sliding window"):
         window = tuple(slice(s, s + p) for s, p in zip(start, patch_size))
         local = data[(slice(None),) + window][None].to(device)
         box = torch.from_numpy(box_in_global_view(start, patch_size, foreground))[None].to(device)
@@ -92,4 +88,21 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
         logits[(slice(None),) + window] += prediction * weight
         weights[window] += weight
     logits /= weights
+    return logits
+
+
+@torch.inference_mode()
+def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, patch_size: Sequence[int],
+                              num_classes: int, tile_step_size: float = 0.5, use_gaussian: bool = True,
+                              mirror_axes: Optional[Sequence[int]] = None,
+                              device: torch.device = torch.device("cpu"),
+                              results_device: Optional[torch.device] = None, progress: bool = False
+                              ) -> torch.Tensor:
+    """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z): padding and window
+    steps as nnU-Net's sliding window (the predictor hook gets both from nnU-Net itself)."""
+    patch_size = tuple(int(p) for p in patch_size)
+    data, revert = pad_nd_image(image, patch_size, "constant", {"value": 0}, True, None)
+    starts = list(itertools.product(*compute_steps_for_sliding_window(data.shape[1:], patch_size, tile_step_size)))
+    logits = glc_window_logits(network, data, starts, patch_size, num_classes, use_gaussian, mirror_axes, device,
+                               results_device, progress)
     return logits[(slice(None),) + tuple(revert[1:])]

@@ -1,30 +1,29 @@
-"""The one hook MAPSeg needs in nnU-Net's predictor. For networks that declare MAPSeg settings it (1) normalises the
-whole case in MAPSeg's intensity convention before the sliding window and (2) replaces nnU-Net's patch-wise sliding
-window by the global-local one (:mod:`mapseg_nnunet.inference.glc`), driven by the predictor's own settings
-(``tile_step_size``, ``use_gaussian``, ``use_mirroring`` / ``allowed_mirroring_axes``, device, tqdm).
+"""The hook MAPSeg needs in nnU-Net's predictor. For networks that declare MAPSeg settings it (1) normalises each
+case once in MAPSeg's intensity convention (not once per fold of an ensemble) and (2) replaces nnU-Net's
+patch-wise prediction of the sliding-window steps by the global-local one (:func:`mapseg_nnunet.inference.glc.
+glc_window_logits`). Everything else stays nnU-Net's: padding, the window steps (``tile_step_size``), Gaussian
+weighting, mirroring, autocast, the device and its out-of-memory fallback to accumulating on the CPU, tqdm.
 
 ``nnUNetv2_predict`` only ever runs a trainer's static ``build_network_architecture``; MAPSeg trainers call
-:func:`install` there, so the hook is active exactly when a MAPSeg network is built. The wrapped method is
-``nnUNetPredictor.predict_sliding_window_return_logits`` (used by ``nnUNetv2_predict``, the Python
-``nnUNetPredictor`` API and the trainers' final validation); networks without the attribute are untouched. The
-hook refuses nnunetv2 versions it was not tested against."""
+:func:`install` there, so the hook is active exactly when a MAPSeg network is built. Three methods of
+``nnUNetPredictor`` are wrapped: ``predict_logits_from_preprocessed_data`` (normalises once, then nnU-Net's fold
+loop), ``predict_sliding_window_return_logits`` (normalises when called directly, as the trainers' final
+validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows). Networks without the
+attributes are untouched. The hook refuses nnunetv2 versions it was not tested against."""
 from __future__ import annotations
 
-import contextlib
 import functools
 from importlib.metadata import version
 
 import torch
 
+from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.intensity import normalize_case
+
 SUPPORTED_NNUNET_MINOR = "2.8"
 INTENSITY_ATTRIBUTE = "mapseg_intensity"
 GLC_ATTRIBUTE = "mapseg_glc_inference"
-
-
-def unwrap_network(network: torch.nn.Module) -> torch.nn.Module:
-    if hasattr(network, "module"):  # DDP
-        network = network.module
-    return getattr(network, "_orig_mod", network)  # torch.compile
+_NORMALISED_FLAG = "_mapseg_case_normalised"
 
 
 def check_nnunet_version() -> str:
@@ -36,7 +35,6 @@ def check_nnunet_version() -> str:
 
 
 def normalize_for_network(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
-    from mapseg_nnunet.intensity import normalize_case
     settings = getattr(unwrap_network(network), INTENSITY_ATTRIBUTE, None)
     if settings is None:
         return image
@@ -44,36 +42,58 @@ def normalize_for_network(network: torch.nn.Module, image: torch.Tensor) -> torc
     return torch.from_numpy(normalized).to(device=image.device)
 
 
+def _wrap(cls, name: str, make):
+    original = getattr(cls, name)
+    wrapped = functools.wraps(original)(make(original))
+    wrapped._mapseg_hook = True
+    wrapped._mapseg_original = original
+    setattr(cls, name, wrapped)
+
+
 def install() -> None:
     """Idempotent."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    original = nnUNetPredictor.predict_sliding_window_return_logits
-    if getattr(original, "_mapseg_hook", False):
+    if getattr(nnUNetPredictor.predict_sliding_window_return_logits, "_mapseg_hook", False):
         return
     check_nnunet_version()
 
-    @functools.wraps(original)
-    def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
-        image = normalize_for_network(self.network, input_image)
-        if getattr(unwrap_network(self.network), GLC_ATTRIBUTE, False):
-            return predict_glc(self, image)
-        return original(self, image)
+    def normalise_once(original):
+        def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
+            data = normalize_for_network(self.network, data)
+            setattr(self, _NORMALISED_FLAG, True)
+            try:
+                return original(self, data)
+            finally:
+                setattr(self, _NORMALISED_FLAG, False)
+        return predict_logits_from_preprocessed_data
 
-    predict_sliding_window_return_logits._mapseg_hook = True
-    predict_sliding_window_return_logits._mapseg_original = original
-    nnUNetPredictor.predict_sliding_window_return_logits = predict_sliding_window_return_logits
+    def normalise_direct_calls(original):
+        def predict_sliding_window_return_logits(self, input_image: torch.Tensor):
+            if not getattr(self, _NORMALISED_FLAG, False):
+                input_image = normalize_for_network(self.network, input_image)
+            return original(self, input_image)
+        return predict_sliding_window_return_logits
+
+    def glc_windows(original):
+        def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers,
+                                                           do_on_device: bool = True):
+            if not getattr(unwrap_network(self.network), GLC_ATTRIBUTE, False):
+                return original(self, data, slicers, do_on_device)
+            return predict_glc(self, data, slicers, do_on_device)
+        return _internal_predict_sliding_window_return_logits
+
+    _wrap(nnUNetPredictor, "predict_logits_from_preprocessed_data", normalise_once)
+    _wrap(nnUNetPredictor, "_internal_predict_sliding_window_return_logits", glc_windows)
+    _wrap(nnUNetPredictor, "predict_sliding_window_return_logits", normalise_direct_calls)
 
 
-def predict_glc(predictor, image: torch.Tensor) -> torch.Tensor:
-    """GLC sliding window with the settings of an ``nnUNetPredictor``; logits on the CPU unless the predictor
-    keeps everything on its device."""
-    from mapseg_nnunet.inference.glc import glc_sliding_window_logits
-    network = unwrap_network(predictor.network).to(predictor.device).eval()
-    on_device = predictor.perform_everything_on_device and predictor.device.type != "cpu"
-    autocast = torch.autocast(predictor.device.type) if predictor.device.type == "cuda" else contextlib.nullcontext()
-    with torch.inference_mode(), autocast:
-        return glc_sliding_window_logits(
-            network, image, predictor.configuration_manager.patch_size,
-            predictor.label_manager.num_segmentation_heads, predictor.tile_step_size, predictor.use_gaussian,
-            predictor.allowed_mirroring_axes if predictor.use_mirroring else None, predictor.device,
-            predictor.device if on_device else torch.device("cpu"), progress=predictor.allow_tqdm)
+def predict_glc(predictor, data: torch.Tensor, slicers, do_on_device: bool) -> torch.Tensor:
+    """GLC logits of the padded, normalised case ``data`` over nnU-Net's window ``slicers``, with the settings of
+    an ``nnUNetPredictor``; accumulated on its device when ``do_on_device``, else on the CPU."""
+    from mapseg_nnunet.inference.glc import glc_window_logits
+    starts = [tuple(int(s.start) for s in slicer[1:]) for slicer in slicers]
+    return glc_window_logits(
+        unwrap_network(predictor.network), data, starts, predictor.configuration_manager.patch_size,
+        predictor.label_manager.num_segmentation_heads, predictor.use_gaussian,
+        predictor.allowed_mirroring_axes if predictor.use_mirroring else None, predictor.device,
+        predictor.device if do_on_device else torch.device("cpu"), progress=predictor.allow_tqdm)

@@ -17,18 +17,23 @@ weights). Pseudo-labels are the teacher's hard argmax on the unmasked views, det
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, Tuple
 
-import numpy as np
 import torch
-import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
-from mapseg_nnunet.architectures import channelwise_cosine_loss
-from mapseg_nnunet.inference.predictor_hook import unwrap_network
-from mapseg_nnunet.masking import mask_volume
+from mapseg_nnunet.method.masking import MaskingSettings
+
+
+def channelwise_cosine_loss(local_latent: torch.Tensor, global_crop: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity between each channel's spatial map in the local latent and in the cropped global
+    latent, averaged over channels and samples. This is the axis the reference implementation uses
+    (CosineEmbeddingLoss on (channels, voxels)), not a per-voxel cosine between feature vectors."""
+    local_maps = local_latent.flatten(2)
+    global_maps = global_crop.flatten(2)
+    return (1 - F.cosine_similarity(local_maps, global_maps, dim=2, eps=1e-8)).mean()
 
 
 @dataclass
@@ -38,51 +43,6 @@ class MAPSegLossWeights:
     delta: float = 0.025
     use_glc: bool = True     # ablation: without GLC the global terms vanish and the local patch is its own context
     use_mpl: bool = True     # ablation: without MPL no target terms (source-only with masking)
-
-
-@dataclass
-class MaskingSettings:
-    ratio: float = 0.7
-    local_cube: int = 8
-    global_cube: Optional[int] = None  # None: half the local cube
-
-    def masked(self, x: torch.Tensor, g: torch.Tensor):
-        return (mask_volume(x, self.local_cube, self.ratio)[0],
-                mask_volume(g, self.global_cube or max(1, self.local_cube // 2), self.ratio)[0])
-
-
-def ema_alpha(steps_since_teacher_init: int, schedule: str) -> float:
-    """Eq. 3 weights of the paper: ``large`` (large-scale MAE pretraining): 0.999 for 1,000 steps, then 0.9999;
-    ``small``: 0.99 for 1,000 steps, 0.999 for the next 2,000, then 0.9999. Steps are iterations."""
-    if schedule == "large":
-        return 0.999 if steps_since_teacher_init < 1000 else 0.9999
-    if schedule == "small":
-        if steps_since_teacher_init < 1000:
-            return 0.99
-        return 0.999 if steps_since_teacher_init < 3000 else 0.9999
-    raise ValueError(f"unknown EMA schedule {schedule!r} (large or small)")
-
-
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, alpha: float) -> None:
-    """theta <- alpha theta + (1 - alpha) phi, parameters and floating buffers."""
-    student = unwrap_network(student)
-    for t, s in zip(teacher.parameters(), student.parameters()):
-        t.mul_(alpha).add_(s.detach(), alpha=1 - alpha)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.dtype.is_floating_point:
-            t.mul_(alpha).add_(s.detach(), alpha=1 - alpha)
-        else:
-            t.copy_(s)
-
-
-def make_teacher(student: nn.Module) -> nn.Module:
-    """A frozen copy of the student's plain module (never of its DDP / torch.compile wrapper: the EMA teacher is
-    updated identically on every rank from the synchronised student and needs no gradient synchronisation)."""
-    teacher = copy.deepcopy(unwrap_network(student))
-    for p in teacher.parameters():
-        p.requires_grad_(False)
-    return teacher
 
 
 def _forward(network: nn.Module, x: torch.Tensor, g: torch.Tensor, boxes: torch.Tensor, use_glc: bool):
@@ -155,21 +115,3 @@ def masked_pseudo_label_check(student: nn.Module, teacher: nn.Module, seg_loss: 
     xm, gm = masking.masked(batch["data"], batch["global"])
     logits = _forward(student, xm, gm, batch["box"], w.use_glc)["logits"]
     return seg_loss(logits, y_pl), logits, y_pl
-
-
-def mean_over_ranks(values) -> float:
-    """Mean of per-iteration values over this process and, under DDP, all ranks, so every rank takes the same
-    selection and early-stopping decisions."""
-    local = torch.tensor([float(np.sum(values)), float(len(values))], dtype=torch.float64)
-    if dist.is_available() and dist.is_initialized():
-        backend_device = "cuda" if dist.get_backend() == "nccl" else "cpu"
-        local = local.to(backend_device)
-        dist.all_reduce(local)
-    total, count = local.tolist()
-    return total / count if count else 0.0
-
-
-def selection_score(source_dice: float, mean_mpl: float) -> float:
-    """Label-free model selection (paper Sec. 3.7): Dice on the source validation data - 0.5 x the epoch mean of
-    L_MPL. With nnU-Net's Dice+CE (CE - soft Dice), L_MPL can be negative."""
-    return source_dice - 0.5 * mean_mpl

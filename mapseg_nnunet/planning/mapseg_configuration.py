@@ -11,7 +11,7 @@ from typing import Optional, Tuple
 
 import torch
 
-from mapseg_nnunet.presets import NETWORK_CLASS_NAME, PRESETS, MAPSegPreset
+from mapseg_nnunet.planning.presets import NETWORK_CLASS_NAME, PRESETS, MAPSegPreset
 
 
 def mapseg_block(preset: MAPSegPreset, intensity: Optional[dict]) -> dict:

@@ -6,7 +6,7 @@
   (``PREDICTIONS/source_validation/BASELINE``, ``PREDICTIONS/source_validation/TRAINER/DatasetXXX_Name``,
   ``PREDICTIONS/TRAINER/DatasetXXX_Name``), next to centralized UDA on the same target.
 
-    python -m mapseg_nnunet.demo_report PREDICTIONS BASELINE_TRAINER MAPSEG_TRAINER [--test_time TTA_TRAINER]
+    python -m mapseg_nnunet.cli.demo_report PREDICTIONS BASELINE_TRAINER MAPSEG_TRAINER [--test_time TTA_TRAINER]
 """
 from __future__ import annotations
 
@@ -15,7 +15,15 @@ import json
 import os
 from typing import Dict, List
 
-from mapseg_nnunet.dataset_conversion.demo_brain import LABELS
+
+
+def foreground_labels(folder: str) -> Dict[str, int]:
+    """``{name: value}`` of the foreground labels in the ``dataset.json`` nnUNetv2_predict writes next to its
+    predictions."""
+    path = os.path.join(folder, "dataset.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path}: missing (nnUNetv2_predict writes it with the predictions of {folder})")
+    return {name: int(value) for name, value in json.load(open(path))["labels"].items() if int(value) > 0}
 
 
 def load_dice(folder: str) -> Dict[str, float]:
@@ -24,14 +32,14 @@ def load_dice(folder: str) -> Dict[str, float]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{path}: no evaluation summary (run nnUNetv2_evaluate_simple on {folder})")
     summary = json.load(open(path))
-    dice = {name: 100 * summary["mean"][str(value)]["Dice"] for name, value in LABELS.items() if value > 0}
+    dice = {name: 100 * summary["mean"][str(value)]["Dice"] for name, value in foreground_labels(folder).items()}
     dice["mean"] = 100 * summary["foreground_mean"]["Dice"]
     return dice
 
 
 def report(predictions: str, models: List[str]) -> str:
     targets = sorted(d for d in os.listdir(os.path.join(predictions, models[0])) if d.startswith("Dataset"))
-    columns = [n for n, v in LABELS.items() if v > 0] + ["mean"]
+    columns = list(foreground_labels(os.path.join(predictions, models[0], targets[0]))) + ["mean"]
     lines = [f"Target test Dice (%), GLC prediction; models: " + ", ".join(models),
              f"{'target test set':32s} {'model':36s} " + " ".join(f"{c:>6s}" for c in columns)]
     for target in targets:

@@ -25,9 +25,10 @@ from typing import List, Optional
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
-from mapseg_nnunet.atomic import atomic_path
-from mapseg_nnunet.targets import _paths, dataset_name, preprocess_unlabeled_dataset
-from mapseg_nnunet.validation import DatasetError
+from mapseg_nnunet.data.atomic import atomic_path
+from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.paths import dataset_name, nnunet_paths
+from mapseg_nnunet.data.unlabeled import preprocess_unlabeled_dataset
 
 SOURCE_MODEL_KEY = "mapseg_source_model"
 STAGE1_TRAINER = "nnUNetTrainerMAPSegUDA_noMPL"
@@ -69,7 +70,7 @@ def receive_source_model(target: str | int, model_folder: str, fold: str = "0",
     target_plans = copy.deepcopy(plans)
     target_plans["dataset_name"] = target_name
     target_plans[SOURCE_MODEL_KEY] = entry
-    _, preprocessed = _paths()
+    _, preprocessed = nnunet_paths()
     fingerprint = join(model_folder, "dataset_fingerprint.json")
     if isfile(fingerprint):  # nnU-Net's on_train_start copies it next to the model
         os.makedirs(join(preprocessed, target_name), exist_ok=True)
@@ -107,38 +108,3 @@ def load_source_weights(network: torch.nn.Module, entry: dict) -> dict:
     except RuntimeError as e:
         raise DatasetError(f"{path}: the stage-1 weights do not fit the network of these plans: {e}") from e
     return {k: checkpoint.get(k) for k in ("trainer_name", "current_epoch")}
-
-
-def receive_source_model_entry(argv: Optional[List[str]] = None) -> None:
-    parser = argparse.ArgumentParser(
-        description="Test-time UDA, target site: install a stage-1 source model (an nnU-Net model folder, e.g. "
-                    "from nnUNetv2_install_pretrained_model_from_zip) for an unlabeled target dataset: transfer "
-                    "its plans, preprocess the target's imagesTr with them, record the checkpoint for "
-                    "nnUNetTrainerMAPSegTTA. Source data are not needed.")
-    parser.add_argument("-t", required=True, help="[REQUIRED] Target dataset name or id (raw imagesTr).")
-    parser.add_argument("-d", help="Source dataset name or id of the installed model (in nnUNet_results).")
-    parser.add_argument("-tr", default=STAGE1_TRAINER, help=f"Stage-1 trainer. Default: {STAGE1_TRAINER}")
-    parser.add_argument("-p", default="MAPSegPlans", help="Plans identifier. Default: MAPSegPlans")
-    parser.add_argument("-c", default="3d_fullres", help="Configuration. Default: 3d_fullres")
-    parser.add_argument("-m", help="Model folder (instead of -d/-tr/-p/-c): the folder holding plans.json and "
-                                   "fold_X/.")
-    parser.add_argument("-f", default="0", help="Fold of the stage-1 model. Default: 0")
-    parser.add_argument("-chk", default="checkpoint_final.pth", help="Checkpoint file. Default: "
-                                                                     "checkpoint_final.pth")
-    parser.add_argument("--no_pbar", action="store_true", help="Disable progress bars.")
-    args = parser.parse_args(argv)
-    if (args.d is None) == (args.m is None):
-        parser.error("give the source model either as -d SOURCE [-tr -p -c] or as -m MODEL_FOLDER")
-    try:
-        if args.m is None:
-            from nnunetv2.utilities.file_path_utilities import get_output_folder
-            model_folder = get_output_folder(dataset_name(args.d), args.tr, args.p, args.c)
-        else:
-            model_folder = args.m
-        entry = receive_source_model(args.t, model_folder, args.f, args.chk, args.c, not args.no_pbar)
-    except DatasetError as e:
-        raise SystemExit(f"ERROR: {e}")
-    print(f"{dataset_name(args.t)} received the stage-1 model of {entry['source_dataset']} ({entry['trainer']}, "
-          f"fold {entry['fold']}, {entry['epochs_trained']} epochs): {entry['checkpoint']}\n"
-          f"Next: nnUNetv2_train {args.t} {args.c} FOLD -tr nnUNetTrainerMAPSegTTA -p "
-          f"{load_json(join(model_folder, 'plans.json'))['plans_name']}")

@@ -1,4 +1,4 @@
-"""Random cube masking for masked autoencoding and masked pseudo-labeling.
+"""Random cube masking for masked autoencoding and masked pseudo-labeling, and its settings.
 
 The volume is split into ``cube``^3 cubes; per sample, ``round(n_cubes * ratio)`` of them (chosen independently
 for every sample and every call) are zeroed. The network sees the full grid with zeroed cubes: nothing is
@@ -6,6 +6,7 @@ dropped and there is no mask token (as the reference). Local patches use 8^3 cub
 (half the local size) at ratio 0.7 by default; both are trainer settings."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Optional, Sequence, Tuple
 
 import torch
@@ -49,3 +50,25 @@ def mean_intensity_baseline(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor
     visible = 1 - mask
     mean = (x * visible).sum((2, 3, 4), keepdim=True) / visible.sum((2, 3, 4), keepdim=True).clamp_min(1)
     return mean.expand_as(x)
+
+
+@dataclass
+class MaskingSettings:
+    """Trainer settings ``masking.ratio``, ``masking.local_cube``, ``masking.global_cube`` (MAE, UDA, TTA, Fed)."""
+    ratio: float = 0.7
+    local_cube: int = 8
+    global_cube: Optional[int] = None  # None: half the local cube
+
+    @property
+    def global_cube_size(self) -> int:
+        return self.global_cube or max(1, self.local_cube // 2)
+
+    def mask(self, x: torch.Tensor, g: torch.Tensor, generator: Optional[torch.Generator] = None
+             ) -> Tuple[Tuple[torch.Tensor, torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]:
+        """``((masked x, mask of x), (masked g, mask of g))`` for local patches ``x`` and global views ``g``."""
+        return (mask_volume(x, self.local_cube, self.ratio, generator),
+                mask_volume(g, self.global_cube_size, self.ratio, generator))
+
+    def masked(self, x: torch.Tensor, g: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        (xm, _), (gm, _) = self.mask(x, g)
+        return xm, gm

@@ -5,7 +5,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-from mapseg_nnunet.atomic import atomic_path
+from mapseg_nnunet.data.atomic import atomic_path
 
 
 def save_reconstruction_png(views: Dict[str, Tuple[np.ndarray, np.ndarray, np.ndarray]], path: str) -> None:

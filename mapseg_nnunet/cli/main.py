@@ -13,18 +13,7 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from typing import List, Optional
 
-EXT_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "nnunet_ext")
-
-
-def ext_trainer_value(current: Optional[str]) -> str:
-    """``nnUNet_extTrainer`` with the shim folder first, other entries kept."""
-    entries = [p for p in (current or "").split(os.pathsep) if p and os.path.abspath(p) != EXT_DIR]
-    return os.pathsep.join([EXT_DIR] + entries)
-
-
-def set_ext_trainer_environment() -> None:
-    """In-process equivalent of ``eval "$(mapseg_nnunet env)"`` (nnU-Net 2.8 reads the variable lazily)."""
-    os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
+from mapseg_nnunet.training.trainer_lookup import EXT_DIR, ext_trainer_value, set_ext_trainer_environment
 
 
 def _version(name: str) -> str:
@@ -53,10 +42,10 @@ def doctor() -> int:
         set_ext_trainer_environment()
     print("Trainers (as nnUNetv2_train / nnUNetv2_predict resolve them)")
     from nnunetv2.utilities.find_objects import recursive_find_trainer_class_by_name
-    from mapseg_nnunet.trainers import TRAINER_NAMES
+    from mapseg_nnunet.trainers import trainer_classes
     import contextlib
     import io
-    for name in TRAINER_NAMES:
+    for name in sorted(trainer_classes()):
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 cls = recursive_find_trainer_class_by_name(name)
@@ -65,13 +54,13 @@ def doctor() -> int:
             problems += 1
             print(f"  {name:34s} NOT FOUND: {type(e).__name__}: {e}")
     print("Planners (mapseg_plan_and_preprocess -pl NAME)")
-    from mapseg_nnunet.planning import find_planner_class
+    from mapseg_nnunet.cli.plan_and_preprocess import find_planner_class
     for name in ("MAPSegPlanner", "MAPSegPlannerCPU"):
         cls = find_planner_class(name)
         print(f"  {name:34s} {cls.__module__}")
     print("Network (plans architecture)")
     import pydoc
-    from mapseg_nnunet.presets import NETWORK_CLASS_NAME
+    from mapseg_nnunet.planning.presets import NETWORK_CLASS_NAME
     located = pydoc.locate(NETWORK_CLASS_NAME)
     print(f"  {NETWORK_CLASS_NAME}: {'found' if located is not None else 'NOT FOUND'}")
     problems += located is None

@@ -4,7 +4,7 @@
 Geometric augmentation is applied to the **whole case** first (as in the reference), so the local patch and the
 global view come from the same transformed volume and the box is exact:
 
-1. whole case in MAPSeg's intensity convention (training percentile jitter), see :mod:`mapseg_nnunet.intensity`;
+1. whole case in MAPSeg's intensity convention (training percentile jitter), see :mod:`mapseg_nnunet.data.intensity`;
 2. with probability ``affine_probability`` a random affine about the case centre (isotropic scale, rotations
    about the three axes), image trilinear, labels nearest; then random flips per axis (MAE);
 3. foreground box = bounding box of nnU-Net's non-zero mask (``seg >= 0``) of the transformed case;
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.dataloading.data_loader import DataLoader
 
-from mapseg_nnunet.intensity import draw_training_percentile, normalize_case
+from mapseg_nnunet.data.intensity import draw_training_percentile, normalize_case
 
 
 @dataclass(frozen=True)
@@ -229,3 +229,16 @@ class SourceTargetLoader(DataLoader):
     def generate_train_batch(self):
         return {"source": self.source.generate_train_batch(),
                 "target": self.target.generate_train_batch() if self.target is not None else None}
+
+
+def single_dataset_loaders(name: str, folder: str, dataset_class, train_keys: Sequence[str],
+                           val_keys: Sequence[str], batch_size: int, patch_size: Sequence[int],
+                           intensity: Optional[dict], augmentation: GlobalLocalAugmentation
+                           ) -> Tuple[GlobalLocalDataLoader, GlobalLocalDataLoader]:
+    """Unlabeled training and validation loaders on one dataset's own cases (a target site: test-time UDA and
+    federated clients); validation samples are unaugmented."""
+    train = GlobalLocalDataLoader([(name, dataset_class(folder, train_keys))], batch_size, patch_size, intensity,
+                                  augmentation, False)
+    val = GlobalLocalDataLoader([(name, dataset_class(folder, val_keys))], batch_size, patch_size, intensity,
+                                NO_AUGMENTATION, False, training=False)
+    return train, val

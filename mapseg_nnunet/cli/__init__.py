@@ -1,0 +1,1 @@
+"""Console scripts; each parses arguments and calls the library."""

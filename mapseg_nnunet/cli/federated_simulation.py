@@ -1,0 +1,48 @@
+"""``mapseg_federated_simulation``: Fed-MAPSeg on one machine with Flower's simulation runtime (see
+:mod:`mapseg_nnunet.federated.simulation`)."""
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from typing import List, Optional
+
+from mapseg_nnunet.data.paths import dataset_name
+from mapseg_nnunet.federated.simulation import LocalFlower
+
+
+def simulation_entry(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(
+        description="Fed-MAPSeg simulation on this machine: the server trains on the labeled source, one simulated "
+                    "client per registered target dataset adapts on it (Flower simulation runtime).")
+    parser.add_argument("-s", required=True, help="[REQUIRED] Source dataset name or id (the server's data).")
+    parser.add_argument("-t", nargs="+", required=True, help="[REQUIRED] Target datasets, one client each "
+                                                             "(registered to the source with the same plans).")
+    parser.add_argument("-p", default="MAPSegPlans", help="Plans identifier. Default: MAPSegPlans")
+    parser.add_argument("-c", default="3d_fullres", help="Configuration. Default: 3d_fullres")
+    parser.add_argument("-f", default="0", help="Source fold (its validation cases give the Score). Default: 0")
+    parser.add_argument("-tr", default="nnUNetTrainerMAPSegFed",
+                        help="Server trainer: rounds, steps and learning rates. Default: nnUNetTrainerMAPSegFed")
+    parser.add_argument("-pretrained_weights", default="", help="Initial weights, e.g. the MAE checkpoint.")
+    parser.add_argument("-device", default="auto", help="cpu, cuda or auto. Default: auto")
+    parser.add_argument("--cpus_per_client", type=int, default=1,
+                        help="CPU cores Ray reserves per simulated client (how many run at once). Default: 1")
+    parser.add_argument("--workdir", help="Where Flower's logs and state go. Default: a temporary folder.")
+    args = parser.parse_args(argv)
+    workdir = args.workdir or tempfile.mkdtemp(prefix="mapseg_fed_")
+    run_config = {"source": str(args.s), "clients": " ".join(args.t), "plans": args.p, "configuration": args.c,
+                  "fold": str(args.f), "server-trainer": args.tr, "min-clients": len(args.t),
+                  "device": args.device, "pretrained-weights": os.path.abspath(args.pretrained_weights)
+                  if args.pretrained_weights else ""}
+    federation = {"num-supernodes": len(args.t), "client-resources-num-cpus": args.cpus_per_client}
+    print(f"Fed-MAPSeg simulation: server on {args.s}, clients {', '.join(args.t)}; Flower logs in {workdir}")
+    with LocalFlower(workdir) as flower:
+        flower.start_superlink(simulation=True)
+        result = flower.run(run_config, federation)
+    # `flwr run --stream` exits 0 even when the run failed: the server's final checkpoint tells
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+    final = os.path.join(get_output_folder(dataset_name(args.s), args.tr, args.p, args.c, args.f),
+                         "checkpoint_final.pth")
+    if result.returncode != 0 or not os.path.isfile(final):
+        raise SystemExit(f"ERROR: the federation did not finish ({final} missing); Flower logs in {workdir}")
+    print(f"Global model: {final}")

@@ -1,0 +1,1 @@
+"""MAPSeg's mathematics on tensors: masking, losses, the EMA teacher, model selection."""

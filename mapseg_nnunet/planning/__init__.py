@@ -1,0 +1,1 @@
+"""Plans: presets, MAPSeg configurations in nnU-Net plans, plans variants, atomic preprocessing."""

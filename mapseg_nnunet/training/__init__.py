@@ -1,0 +1,1 @@
+"""What the trainers share: trainer settings, optimisation, schedules, checkpoint state, trainer lookup."""
