@@ -33,13 +33,13 @@ demo-federated: install
 	$(NNUNET_ENV) PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo_federated.sh
 
 benchmarks: install
-	$(BIN)/python benchmarks/run_benchmarks.py
+	$(BIN)/python -m benchmarks.run
 
 benchmarks-quick: install
-	$(BIN)/python benchmarks/run_benchmarks.py --quick
+	$(BIN)/python -m benchmarks.run --quick
 
 learning-curve: install
-	$(BIN)/python benchmarks/learning_curve.py
+	$(BIN)/python -m benchmarks.learning_curve
 
 clean:
 	rm -rf $(WORK)

@@ -12,7 +12,7 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-LABELS = (1, 2, 3)
+from .cohort import LABELS, SOURCE, TARGETS
 
 
 def dice_scores(prediction: np.ndarray, reference: np.ndarray, labels=LABELS) -> Dict[int, float]:
@@ -78,8 +78,8 @@ def predict_and_score(model_folder: str, images: str, labels: str, output: str,
 
 def source_validation_folder(runner) -> tuple:
     """Images / labels of the source's fold-0 validation cases (Table 3's source Dice), as symlink folders."""
-    source_raw = runner.folder(951)
-    split = json.load(open(os.path.join(runner.folder(951, "nnUNet_preprocessed"), "splits_final.json")))[0]
+    source_raw = runner.folder(SOURCE)
+    split = json.load(open(os.path.join(runner.folder(SOURCE, "nnUNet_preprocessed"), "splits_final.json")))[0]
     base = os.path.join(runner.work, "source_validation")
     images, labels = os.path.join(base, "images"), os.path.join(base, "labels")
     for folder in (images, labels):
@@ -95,7 +95,6 @@ def source_validation_folder(runner) -> tuple:
 
 def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], ablations: Dict[str, str]) -> dict:
     """{'quality': {seed: {method: {target: scores}}}, 'source': {...}, 'ablations': ..., 'selection': ...}."""
-    from run_benchmarks import TARGETS
     predictions = os.path.join(runner.work, "predictions")
     targets = {t: (os.path.join(runner.folder(t), "imagesTs"), os.path.join(runner.folder(t), "labelsTs"))
                for t in TARGETS}

@@ -1,7 +1,7 @@
 """GPU check of the paper preset (96^3 patches, width 512): one short call where a GPU is available.
 
-    python benchmarks/gpu_paper_preset.py [--steps 5] [--peak_tflops 989] [--json OUT.json]
-    python benchmarks/gpu_paper_preset.py --device cpu --preset cpu --steps 2   # dry run of the same code
+    python -m benchmarks.gpu_paper_preset [--steps 5] [--peak_tflops 989] [--json OUT.json]
+    python -m benchmarks.gpu_paper_preset --device cpu --preset cpu --steps 2   # dry run of the same code
 
 Measures, for one centralized UDA training step (Eq. 8: source masked + unmasked GLC passes, target masked pass,
 teacher pass, backward, AdamW, EMA) on random data of the preset's shape:

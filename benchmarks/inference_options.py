@@ -1,9 +1,9 @@
 """Does nnU-Net's Gaussian weighting or test-time mirroring help GLC inference? Dice and time, side by side.
 
-    python benchmarks/inference_options.py [--model FOLDER] [--step 0.833]
+    python -m benchmarks.inference_options [--model FOLDER] [--step 0.833]
 
 Predicts the three targets' test images with one MAPSeg model (default: the fitted source-only model of
-``learning_curve.py``, else seed 0's centralized UDA model of ``run_benchmarks.py``) through ``nnUNetPredictor``
+``benchmarks.learning_curve``, else seed 0's centralized UDA model of ``benchmarks.run``) through ``nnUNetPredictor``
 (the GLC path of ``nnUNetv2_predict``) with Gaussian weighting on / off x mirroring on / off, and writes
 ``inference_options.md`` / ``.json`` to ``--out`` (default benchmarks/). Times are ratios to the default
 (Gaussian on, no mirroring), measured in this one run.
@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from .cohort import CLASS_NAMES, PLANS, SHIFTS, SOURCE, TARGETS
+from .evaluation import predict_folder, score_folder
+from .runner import FULL, Runner
 
-from evaluation import predict_folder, score_folder  # noqa: E402
-from run_benchmarks import FULL, PLANS, SHIFTS, SOURCE, TARGETS, Runner  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 OPTIONS = [("Gaussian, no mirroring", True, False), ("uniform, no mirroring", False, False),
            ("Gaussian, mirroring", True, True), ("uniform, mirroring", False, True)]
@@ -43,8 +43,8 @@ def main(argv=None) -> None:
             if os.path.isfile(os.path.join(model, "fold_0", "checkpoint_final.pth")):
                 break
         else:
-            raise SystemExit("No trained MAPSeg model found: run benchmarks/learning_curve.py or run_benchmarks.py "
-                             "first, or pass --model.")
+            raise SystemExit("No trained MAPSeg model found: run python -m benchmarks.learning_curve or "
+                             "python -m benchmarks.run first, or pass --model.")
     results = {}
     for name, gaussian, mirroring in OPTIONS:
         runner.say(f"{os.path.basename(model)}: {name}")
@@ -57,15 +57,16 @@ def main(argv=None) -> None:
             row[str(t)] = score_folder(out, os.path.join(runner.folder(t), "labelsTs"))
         results[name] = row
     default = results[OPTIONS[0][0]]["seconds"]
-    report = {"command": "python benchmarks/inference_options.py " + " ".join(argv if argv is not None
-                                                                           else sys.argv[1:]),
+    report = {"command": "python -m benchmarks.inference_options " + " ".join(argv if argv is not None
+                                                                             else sys.argv[1:]),
               "model": model, "step": args.step, "results": results}
     with open(os.path.join(args.out, "inference_options.json"), "w") as f:
         json.dump(report, f, indent=1)
     lines = ["# GLC inference: Gaussian weighting and test-time mirroring", "",
              f"Command: `{report['command'].strip()}`; model `{os.path.basename(model)}`, step {args.step}, "
              f"nnUNetPredictor on the CPU.", "",
-             "Target test Dice % (mean of CSF / GM / WM); time relative to Gaussian without mirroring, same run.", "",
+             f"Target test Dice % (mean of {' / '.join(CLASS_NAMES.values())}); time relative to Gaussian without "
+             f"mirroring, same run.", "",
              "| option | " + " | ".join(SHIFTS[t] for t in TARGETS) + " | mean | time ratio |",
              "|---|" + "---|" * (len(TARGETS) + 2)]
     for name, row in results.items():

@@ -1,10 +1,10 @@
 """How long does the CPU-preset MAPSeg network need to fit the source? The source-only learning curve.
 
-    python benchmarks/learning_curve.py [--epochs 20 --iterations 100 --seed 0 --eval_every 5]
+    python -m benchmarks.learning_curve [--epochs 20 --iterations 100 --seed 0 --eval_every 5]
 
 Trains the MAPSeg network with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE
 encoder) through stock ``nnUNetv2_train`` for ``epochs x iterations`` iterations on the benchmark's demo cohort
-(``work_dirs/benchmarks``, set up by ``run_benchmarks.py`` or here), then reads nnU-Net's per-epoch source pseudo
+(``work_dirs/benchmarks``, set up by ``python -m benchmarks.run`` or here), then reads nnU-Net's per-epoch source pseudo
 Dice from the checkpoint's log and predicts the three targets' test images with the final checkpoint (and with
 every ``eval_every``-th epoch checkpoint). The stock U-Net floor of the benchmark (120 iterations) is the
 reference line. Writes ``learning_curve.md``, ``learning_curve.json`` and ``learning_curve.png`` to ``--out``
@@ -18,11 +18,11 @@ import json
 import os
 import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, HERE)
+from .cohort import CLASS_NAMES, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
+from .evaluation import predict_and_score
+from .runner import FULL, Runner
 
-from run_benchmarks import FULL, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS, Runner  # noqa: E402
-from evaluation import predict_and_score  # noqa: E402
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def main(argv=None) -> None:
@@ -80,7 +80,8 @@ def main(argv=None) -> None:
 
     tta = test_time_adaptation(runner, model, plans, args) if args.tta_epochs else None
 
-    result = {"command": "python benchmarks/learning_curve.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result = {"command": "python -m benchmarks.learning_curve " + " ".join(argv if argv is not None
+                                                                          else sys.argv[1:]),
               "model": model, "train_minutes": train_minutes, "curve": curve,
               "target_dice": {str(k): {str(t): v[t] for t in v} for k, v in target_dice.items()},
               "floor_target_dice": {str(t): floor[t] for t in floor}, "floor_source": floor_source,
@@ -119,19 +120,21 @@ def test_time_adaptation(runner, stage1: str, plans: str, args) -> dict:
 
 
 def write_markdown(out: str, r: dict) -> None:
+    classes = " / ".join(CLASS_NAMES.values())
     lines = ["# Source-only learning curve of the CPU-preset MAPSeg network", "",
              f"Command: `{r['command'].strip()}` (model `{os.path.basename(r['model'])}`; training took "
              f"{r['train_minutes']:.0f} min of epoch time on this machine).", "",
-             "Source pseudo Dice: nnU-Net's per-epoch Dice on the source validation patches (CSF / GM / WM).", "",
-             "| iterations | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
+             f"Source pseudo Dice: nnU-Net's per-epoch Dice on the source validation patches ({classes}).", "",
+             "| iterations | " + " | ".join(CLASS_NAMES.values()) + " | mean |",
+             "|---|" + "---|" * (len(CLASS_NAMES) + 1)]
     for row in r["curve"]:
         lines.append(f"| {row['iterations']} | " + " | ".join(f"{d:.2f}" for d in row["source_pseudo_dice"]) +
                      f" | {row['mean']:.2f} |")
     if r["floor_source"]:
         fs = r["floor_source"]
         lines += ["", f"Stock U-Net (the floor) after {fs['iterations']} iterations: " +
-                  " / ".join(f"{d:.2f}" for d in fs["source_pseudo_dice"]) + " (CSF / GM / WM)."]
-    lines += ["", "Target test Dice % (mean of CSF / GM / WM; per class in learning_curve.json):", "",
+                  " / ".join(f"{d:.2f}" for d in fs["source_pseudo_dice"]) + f" ({classes})."]
+    lines += ["", f"Target test Dice % (mean of {classes}; per class in learning_curve.json):", "",
               "| model | " + " | ".join(SHIFTS[t] for t in TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
     for iterations, scores in r["target_dice"].items():
         lines.append(f"| MAPSeg source-only, {iterations} iterations | " +
@@ -142,10 +145,11 @@ def write_markdown(out: str, r: dict) -> None:
                                 else "-" for t in TARGETS) + " |")
     if r.get("tta"):
         lines += ["", f"Test-time UDA on {SHIFTS[r['tta']['target']]} from the final model above (target test Dice %):",
-                  "", "| adaptation iterations | CSF | GM | WM | mean |", "|---|---|---|---|---|"]
+                  "", "| adaptation iterations | " + " | ".join(CLASS_NAMES.values()) + " | mean |",
+                  "|---|" + "---|" * (len(CLASS_NAMES) + 1)]
         start = r["target_dice"][max(r["target_dice"], key=int)][str(r["tta"]["target"])]
         for iterations, scores in [("0 (source model)", start)] + list(r["tta"]["target_dice"].items()):
-            lines.append(f"| {iterations} | " + " | ".join(f"{scores['classes'][c]:.1f}" for c in ("1", "2", "3")) +
+            lines.append(f"| {iterations} | " + " | ".join(f"{scores['classes'][str(c)]:.1f}" for c in CLASS_NAMES) +
                          f" | {scores['mean']:.1f} |")
     lines += ["", "![learning curve](learning_curve.png)", ""]
     with open(os.path.join(out, "learning_curve.md"), "w") as f:
@@ -158,10 +162,10 @@ def plot(out: str, r: dict) -> None:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     its = [row["iterations"] for row in r["curve"]]
-    for c, name in enumerate(("CSF", "GM", "WM")):
+    for c, name in enumerate(CLASS_NAMES.values()):
         ax.plot(its, [row["source_pseudo_dice"][c] for row in r["curve"]], label=f"MAPSeg {name}")
     if r["floor_source"]:
-        for c, name in enumerate(("CSF", "GM", "WM")):
+        for c, name in enumerate(CLASS_NAMES.values()):
             ax.scatter([r["floor_source"]["iterations"]], [r["floor_source"]["source_pseudo_dice"][c]], marker="x",
                        label=f"stock U-Net {name}", color=f"C{c}")
     ax.set_xlabel("training iterations (batch 2, 32^3)")

@@ -1,6 +1,6 @@
 """Network size and cost of global-local collaboration, measured side by side in one run.
 
-    python benchmarks/network_cost.py [--repeats 5]
+    python -m benchmarks.network_cost [--repeats 5]
 
 Prints the parameter count of each preset and, on this machine's CPU with the CPU preset, the time of one
 training step (forward + backward) of the GLC forward pass (local + global encoder passes, fused and auxiliary

@@ -1,9 +1,10 @@
 """Speed and memory ratios, each measured side by side in one process (absolute times on a shared 2-core machine
 are noise; ratios of things timed together are the result). Uses the benchmark's preprocessed demo cohort and
-trained models."""
+trained models; the UDA iteration is the trainer's own (``nnUNetTrainerMAPSegUDA.train_step`` on a batch of its own
+training loader)."""
 from __future__ import annotations
 
-import json
+import contextlib
 import os
 import re
 import statistics
@@ -14,68 +15,40 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from network_cost import step_time as median_time  # median of timed calls after a warm-up
+from .cohort import PLANS, SOURCE, STOCK_PLANS, TARGETS
+from .network_cost import step_time as median_time  # median of timed calls after a warm-up
 
 
-def _loaders(runner):
-    from mapseg_nnunet.data.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader, SourceTargetLoader
-    from mapseg_nnunet.data.target_registry import training_domains
-    from run_benchmarks import PLANS, SOURCE
-    plans = json.load(open(os.path.join(runner.folder(SOURCE, "nnUNet_preprocessed"), PLANS + ".json")))
-    config = plans["configurations"]["3d_fullres"]
-    name = os.path.basename(runner.folder(SOURCE))
-    domains = training_domains(name, PLANS, "3d_fullres", config["data_identifier"], ("target",))
-    patch, intensity = config["patch_size"], config["mapseg"]["intensity"]
-    source = GlobalLocalDataLoader(domains[:1], config["batch_size"], patch, intensity,
-                                   GlobalLocalAugmentation(scale_range=(0.7, 1.4), rotation_degrees=30,
-                                                           flip_probability=0), True)
-    target = GlobalLocalDataLoader(domains[1:], config["batch_size"], patch, intensity,
-                                   GlobalLocalAugmentation(scale_range=(0.7, 1.3), rotation_degrees=30,
-                                                           flip_probability=0), False)
-    return SourceTargetLoader(source, target), config
+def uda_trainer():
+    """The benchmark's UDA trainer as ``nnUNetv2_train`` builds it (source dataset, plans ``PLANS``, fold 0, CPU),
+    initialised, and its training loader (a ``SourceTargetLoader``), run in this process. Needs the nnU-Net
+    folders of a :class:`~benchmarks.runner.Runner`; the trainer's log lands in the otherwise unused
+    ``nnUNetTrainerMAPSegUDA__PLANS__3d_fullres`` results folder."""
+    from mapseg_nnunet.training.trainer_lookup import build_trainer
+    os.environ["nnUNet_n_proc_DA"] = "0"  # SingleThreadedAugmenter: loading is timed in this process
+    trainer = build_trainer(str(SOURCE), "nnUNetTrainerMAPSegUDA", PLANS, "3d_fullres", 0, torch.device("cpu"))
+    trainer.initialize()
+    train, _ = trainer.get_dataloaders()
+    return trainer, train.data_loader
 
 
 def uda_step_ratios(runner, repeats: int) -> List[dict]:
-    """UDA iteration vs the sum of its network passes timed alone; data-loader share of an iteration."""
-    from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
-    from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
-    from mapseg_nnunet.architectures import MAPSegNet
-    from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
-    from mapseg_nnunet.method.masking import MaskingSettings
-    from mapseg_nnunet.method.teacher import ema_update, make_teacher
-    loader, config = _loaders(runner)
-    torch.manual_seed(0)
-    net = MAPSegNet(1, 4, **config["architecture"]["arch_kwargs"])
-    teacher = make_teacher(net)
-    loss = DC_and_CE_loss({"batch_dice": True, "smooth": 1e-5, "do_bg": False, "ddp": False}, {}, weight_ce=1,
-                          weight_dice=1, dice_class=MemoryEfficientSoftDiceLoss)
-    optimizer = torch.optim.AdamW(net.parameters(), 1e-4)
-    weights, masking = MAPSegLossWeights(), MaskingSettings()
-
-    def device(batch):
-        out = {k: v for k, v in batch.items() if torch.is_tensor(v)}
-        for key in ("target", "global_target"):
-            if key in out:
-                out[key] = out[key].clamp_min(0).long()
-        return out
-
-    batch = loader.generate_train_batch()
-    src, tgt = device(batch["source"]), device(batch["target"])
-
-    def full_step():
-        optimizer.zero_grad(set_to_none=True)
-        s, _ = source_loss(net, loss, src, weights, masking)
-        t, _ = target_loss(net, teacher, loss, tgt, weights, masking)
-        (s + t).backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        optimizer.step()
-        ema_update(teacher, net, 0.999)
+    """The UDA trainer's iteration (``train_step`` with the target terms) vs the sum of its network passes timed
+    alone; data-loader share of an iteration (the trainer's loader)."""
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
+    with open(os.path.join(runner.logs, "speed_uda_trainer.log"), "w") as log, contextlib.redirect_stdout(log):
+        trainer, loader = uda_trainer()
+        trainer.warmup_iterations = 0  # every step adapts; the warm-up call of median_time creates the teacher
+        batch = loader.generate_train_batch()
+        step = median_time(lambda: trainer.train_step(batch), repeats)
+    network, teacher, masking = unwrap_network(trainer.network), trainer.teacher, trainer.masking
+    src, tgt = trainer._to_device(batch["source"]), trainer._to_device(batch["target"])
 
     def glc_pass(b, masked: bool):
         x, g = (masking.masked(b["data"], b["global"]) if masked else (b["data"], b["global"]))
         def run():
-            net.zero_grad(set_to_none=True)
-            out = net.forward_glc(x, g, b["box"])
+            network.zero_grad(set_to_none=True)
+            out = network.forward_glc(x, g, b["box"])
             (out["logits"].mean() + out["aux_logits"].mean()).backward()
         return run
 
@@ -83,7 +56,6 @@ def uda_step_ratios(runner, repeats: int) -> List[dict]:
         with torch.no_grad():
             teacher.forward_glc(tgt["data"], tgt["global"], tgt["box"])
 
-    step = median_time(full_step, repeats)
     passes = {"source unmasked": glc_pass(src, False), "source masked": glc_pass(src, True),
               "target masked": glc_pass(tgt, True), "teacher (no grad)": teacher_pass}
     alone = {name: median_time(fn, repeats) for name, fn in passes.items()}
@@ -101,12 +73,11 @@ def glc_inference_ratio(runner, repeats: int) -> dict:
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
     from mapseg_nnunet.architectures.unwrap import unwrap_network
-    from run_benchmarks import SOURCE
-    model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"MAPSegPlansCPU_bench_s{runner.budget.seeds[0]}")
+    model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"{PLANS}_bench_s{runner.budget.seeds[0]}")
     predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model, (0,))
-    images = os.path.join(runner.folder(952), "imagesTs")
+    images = os.path.join(runner.folder(TARGETS[0]), "imagesTs")
     first = sorted(os.listdir(images))[0]
     data, _, _ = predictor.configuration_manager.preprocessor_class(verbose=False).run_case(
         [os.path.join(images, first)], None, predictor.plans_manager, predictor.configuration_manager,
@@ -138,14 +109,13 @@ print("RSS", before, status("VmHWM"))
 
 
 def registration_memory(runner) -> dict:
-    """Peak RSS growth while registering a 10-case target cohort, relative to one preprocessed case."""
-    from run_benchmarks import PLANS, SOURCE
-    out = subprocess.run([sys.executable, "-c", REGISTER_PROBE, str(SOURCE), "953", PLANS], env=runner.env,
+    """Peak RSS growth while registering a 10-case target cohort (the cross-site target), relative to one
+    preprocessed case."""
+    target = TARGETS[1]
+    out = subprocess.run([sys.executable, "-c", REGISTER_PROBE, str(SOURCE), str(target), PLANS], env=runner.env,
                          capture_output=True, text=True, check=True)
     before, after = (int(v) * 1024 for v in re.search(r"RSS (\d+) (\d+)", out.stdout).groups())
-    folder = runner.folder(953, "nnUNet_preprocessed")
-    plans = json.load(open(os.path.join(folder, PLANS + ".json")))
-    raw = os.path.join(runner.folder(953), "imagesTr")
+    raw = os.path.join(runner.folder(target), "imagesTr")
     import SimpleITK as sitk
     case_bytes = np.prod(sitk.ReadImage(os.path.join(raw, sorted(os.listdir(raw))[0])).GetSize()) * 4
     return {"name": "peak RSS growth registering a target cohort / one case (float32)",
@@ -158,7 +128,6 @@ def registration_memory(runner) -> dict:
 def iteration_times_from_logs(runner) -> List[dict]:
     """Seconds per training iteration of the benchmark's own runs (median epoch time / iterations), from the
     nnU-Net logs of the first seed: MAE and UDA vs stock nnUNetTrainer at the same patch size."""
-    from run_benchmarks import SOURCE, PLANS, STOCK_PLANS
     seed, its = runner.budget.seeds[0], runner.budget.iterations
 
     def per_iteration(trainer, plans, fold="0", skip_first=True):

@@ -22,9 +22,11 @@ from mapseg_nnunet.planning.presets import PRESETS
 from mapseg_nnunet.data.input_checks import DatasetError
 
 
-class MAPSegPlanner(ExperimentPlanner):
+class PresetPlanner(ExperimentPlanner):
+    """A planner sized by a MAPSeg preset (``preset_name``), writing a single 3d_fullres configuration to plans
+    ``default_plans_name`` (None: the preset's plans name) unless nnU-Net's ``-overwrite_plans_name`` is given."""
     preset_name = "paper"
-    configuration_name = "3d_fullres"
+    default_plans_name: Optional[str] = None
 
     def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
@@ -32,7 +34,15 @@ class MAPSegPlanner(ExperimentPlanner):
                  suppress_transpose: bool = False):
         self.preset = PRESETS[self.preset_name]
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
-                         plans_name or self.preset.plans_name, overwrite_target_spacing, suppress_transpose)
+                         plans_name or self.default_plans_name or self.preset.plans_name, overwrite_target_spacing,
+                         suppress_transpose)
+        self.lowres_creation_threshold = 0  # no 3d_lowres configuration
+
+
+class MAPSegPlanner(PresetPlanner):
+    preset_name = "paper"
+    configuration_name = "3d_fullres"
+
 
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
                                     _cache):
@@ -63,7 +73,6 @@ class MAPSegPlanner(ExperimentPlanner):
 
     def plan_experiment(self):
         self.check_cases_fit_patch()
-        self.lowres_creation_threshold = 0  # MAPSeg plans have a single 3d_fullres configuration
         return super().plan_experiment()
 
     def check_cases_fit_patch(self) -> None:
@@ -98,24 +107,16 @@ class MAPSegPlanner(ExperimentPlanner):
 
 
 class MAPSegPlannerCPU(MAPSegPlanner):
-    """Same code path, CPU-sized preset (48^3 patches, width 32): demo, tests, benchmarks."""
+    """Same code path, CPU-sized preset (32^3 patches, width 32): demo, tests, benchmarks."""
     preset_name = "cpu"
 
 
-class nnUNetPlannerCPU(ExperimentPlanner):
+class nnUNetPlannerCPU(PresetPlanner):
     """Stock nnU-Net plans (nnU-Net's U-Net topology search and normalisation) whose 3d_fullres patch and batch
     are those of the MAPSeg CPU preset: the budget-matched stock nnU-Net baseline of the benchmarks (plans
     ``nnUNetPlansCPU``). nnU-Net searches the U-Net for that patch; nothing else changes."""
     preset_name = "cpu"
-
-    def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
-                 preprocessor_name: str = "DefaultPreprocessor", plans_name: Optional[str] = None,
-                 overwrite_target_spacing: Union[List[float], Tuple[float, ...]] = None,
-                 suppress_transpose: bool = False):
-        self.preset = PRESETS[self.preset_name]
-        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name,
-                         plans_name or "nnUNetPlansCPU", overwrite_target_spacing, suppress_transpose)
-        self.lowres_creation_threshold = 0  # one 3d_fullres configuration at the preset's patch
+    default_plans_name = "nnUNetPlansCPU"
 
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
                                     _cache):

@@ -1,14 +1,10 @@
 """The benchmark's scoring and report: Dice as nnU-Net defines it, and the floor-to-ceiling gap arithmetic."""
 import json
-import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks"))
-
-from evaluation import dice_scores  # noqa: E402
-from report import quality_table, render, tta_table  # noqa: E402
+from benchmarks.evaluation import dice_scores
+from benchmarks.report import quality_table, render, tta_table
 
 TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}
 
@@ -54,7 +50,7 @@ def test_render_writes_results_and_plots(tmp_path):
     results = _results()
     results["selection"] = [{"epoch": e, "score": 0.5 + 0.01 * e, "source_dice": 0.6, "mpl": 0.2,
                              "target_dice": {"952": 50.0 + e}} for e in range(3)]
-    meta = {"commit": "abc", "command": "python benchmarks/run_benchmarks.py", "budget": {"seeds": [0, 1, 2]},
+    meta = {"commit": "abc", "command": "python -m benchmarks.run", "budget": {"seeds": [0, 1, 2]},
             "timings_s": {"a": 60.0}}
     json.dump({"meta": meta, "results": results, "speed": {"rows": [
         {"name": "GLC inference / stock", "ratio": 1.5, "detail": "x"}]}}, open(tmp_path / "results.json", "w"))

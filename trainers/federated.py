@@ -14,8 +14,6 @@ import numpy as np
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
-from mapseg_nnunet.data.augmenter import wrap_in_augmenter
-from mapseg_nnunet.data.global_local import single_dataset_loaders
 from mapseg_nnunet.method.losses import source_loss
 from mapseg_nnunet.method.selection import selection_score
 from mapseg_nnunet.method.teacher import make_teacher
@@ -84,11 +82,7 @@ class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegUDA):
     """One site's client: its own unlabeled cases (fold ``all``), Eq. 10 steps from the broadcast teacher."""
 
     def get_dataloaders(self):
-        tr_keys, val_keys = self.do_split()
-        return wrap_in_augmenter(*single_dataset_loaders(
-            self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
-            self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation), self.device)
+        return self.target_site_dataloaders()
 
     def make_lr_scheduler(self, optimizer):
         return FixedLR()  # the server sets the round's learning rate

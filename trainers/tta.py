@@ -9,8 +9,6 @@ pseudo Dice); Score = -L_MPL drives ``checkpoint_best.pth`` and early stopping."
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
-from mapseg_nnunet.data.augmenter import wrap_in_augmenter
-from mapseg_nnunet.data.global_local import single_dataset_loaders
 from mapseg_nnunet.method.losses import masked_pseudo_label_check
 from mapseg_nnunet.method.selection import mean_over_ranks
 from mapseg_nnunet.method.teacher import make_teacher
@@ -26,11 +24,7 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
         self.warmup_iterations = 0  # the warm-up happened at the source site (stage 1)
 
     def get_dataloaders(self):
-        tr_keys, val_keys = self.do_split()
-        return wrap_in_augmenter(*single_dataset_loaders(
-            self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
-            self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation), self.device)
+        return self.target_site_dataloaders()
 
     def on_train_start(self):
         super().on_train_start()

@@ -10,7 +10,7 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
 from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
-                                             SourceTargetLoader)
+                                             SourceTargetLoader, single_dataset_loaders)
 from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
@@ -80,6 +80,14 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
                                     training=False)
         return wrap_in_augmenter(train, val, self.device)
+
+    def target_site_dataloaders(self):
+        """Loaders of this trainer's own dataset as an unlabeled target (test-time UDA, federated clients)."""
+        tr_keys, val_keys = self.do_split()
+        return wrap_in_augmenter(*single_dataset_loaders(
+            self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
+            self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
+            self.target_augmentation), self.device)
 
     def _to_device(self, batch):
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}

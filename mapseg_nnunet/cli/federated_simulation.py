@@ -8,23 +8,26 @@ import tempfile
 from typing import List, Optional
 
 from mapseg_nnunet.data.paths import dataset_name
-from mapseg_nnunet.federated.simulation import LocalFlower
+from mapseg_nnunet.federated.simulation import LocalFlower, app_config_defaults
 
 
 def simulation_entry(argv: Optional[List[str]] = None) -> None:
+    defaults = app_config_defaults()
     parser = argparse.ArgumentParser(
         description="Fed-MAPSeg simulation on this machine: the server trains on the labeled source, one simulated "
                     "client per registered target dataset adapts on it (Flower simulation runtime).")
     parser.add_argument("-s", required=True, help="[REQUIRED] Source dataset name or id (the server's data).")
     parser.add_argument("-t", nargs="+", required=True, help="[REQUIRED] Target datasets, one client each "
                                                              "(registered to the source with the same plans).")
-    parser.add_argument("-p", default="MAPSegPlans", help="Plans identifier. Default: MAPSegPlans")
-    parser.add_argument("-c", default="3d_fullres", help="Configuration. Default: 3d_fullres")
-    parser.add_argument("-f", default="0", help="Source fold (its validation cases give the Score). Default: 0")
-    parser.add_argument("-tr", default="nnUNetTrainerMAPSegFed",
-                        help="Server trainer: rounds, steps and learning rates. Default: nnUNetTrainerMAPSegFed")
+    parser.add_argument("-p", default=defaults["plans"], help=f"Plans identifier. Default: {defaults['plans']}")
+    parser.add_argument("-c", default=defaults["configuration"],
+                        help=f"Configuration. Default: {defaults['configuration']}")
+    parser.add_argument("-f", default=defaults["fold"],
+                        help=f"Source fold (its validation cases give the Score). Default: {defaults['fold']}")
+    parser.add_argument("-tr", default=defaults["server-trainer"],
+                        help=f"Server trainer: rounds, steps and learning rates. Default: {defaults['server-trainer']}")
     parser.add_argument("-pretrained_weights", default="", help="Initial weights, e.g. the MAE checkpoint.")
-    parser.add_argument("-device", default="auto", help="cpu, cuda or auto. Default: auto")
+    parser.add_argument("-device", default=defaults["device"], help=f"cpu, cuda or auto. Default: {defaults['device']}")
     parser.add_argument("--cpus_per_client", type=int, default=1,
                         help="CPU cores Ray reserves per simulated client (how many run at once). Default: 1")
     parser.add_argument("--workdir", help="Where Flower's logs and state go. Default: a temporary folder.")

@@ -11,6 +11,7 @@ from typing import List, Optional, Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import join
 
+from mapseg_nnunet.cli import add_progress_flag
 from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.planning.preprocess import check_raw_dataset, preprocess_atomically
 
@@ -90,7 +91,7 @@ def plan_and_preprocess_entry(argv: Optional[List[str]] = None) -> None:
                         help="[OPTIONAL] Processes for preprocessing (one number, or one per configuration). "
                              "Default: 4")
     parser.add_argument("--verbose", action="store_true", help="Verbose output.")
-    parser.add_argument("--no_pbar", action="store_true", help="Disable progress bars.")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     try:
         plan_and_preprocess(args.d, args.pl, args.c, args.np, args.fpe, args.npfp, args.verify_dataset_integrity,

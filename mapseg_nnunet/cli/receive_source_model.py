@@ -7,6 +7,7 @@ from typing import List, Optional
 
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
+from mapseg_nnunet.cli import add_progress_flag
 from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.training.source_model import STAGE1_TRAINER, receive_source_model
@@ -28,7 +29,7 @@ def receive_source_model_entry(argv: Optional[List[str]] = None) -> None:
     parser.add_argument("-f", default="0", help="Fold of the stage-1 model. Default: 0")
     parser.add_argument("-chk", default="checkpoint_final.pth", help="Checkpoint file. Default: "
                                                                      "checkpoint_final.pth")
-    parser.add_argument("--no_pbar", action="store_true", help="Disable progress bars.")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
     if (args.d is None) == (args.m is None):
         parser.error("give the source model either as -d SOURCE [-tr -p -c] or as -m MODEL_FOLDER")

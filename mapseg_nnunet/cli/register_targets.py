@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
+from mapseg_nnunet.cli import add_progress_flag
 from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.data.target_registry import ROLES, load_registry, register_target
@@ -22,11 +23,11 @@ def register_targets_entry(argv: Optional[List[str]] = None) -> None:
                         help="'target': adapted to (UDA, federated clients); 'pool': extra unlabeled images used "
                              "only by MAE pretraining. Default: target")
     parser.add_argument("--list", action="store_true", help="List the registered datasets of the source and exit.")
-    parser.add_argument("--no_pbar", action="store_true", help="Disable progress bars.")
+    add_progress_flag(parser)
     args = parser.parse_args(argv)
+    if not args.list and not args.t:
+        parser.error("give target datasets with -t, or --list")
     try:
-        if not args.list and not args.t:
-            parser.error("give target datasets with -t, or --list")
         for t in args.t:
             entry = register_target(args.s, t, args.p, args.c, args.role, not args.no_pbar)
             print(f"Registered {entry['dataset_name']} ({entry['num_cases']} cases, role {entry['role']}) to "

@@ -16,15 +16,14 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 from flwr.serverapp.strategy import FedAvg
 
-from mapseg_nnunet.federated.sites import (CLIENT_TRAINER, SERVER_TRAINER, client_round, finish_server, resolve_device, start_server)
-
-DEFAULTS = {"source": "", "clients": "", "plans": "MAPSegPlans", "configuration": "3d_fullres", "fold": "0",
-            "server-trainer": SERVER_TRAINER, "client-trainer": CLIENT_TRAINER, "min-clients": 2,
-            "round-timeout": 86400.0, "device": "auto", "pretrained-weights": ""}
+from mapseg_nnunet.federated.simulation import app_config_defaults
+from mapseg_nnunet.federated.sites import client_round, finish_server, resolve_device, start_server
 
 
 def settings(context: Context) -> dict:
-    return {**DEFAULTS, **dict(context.run_config)}
+    """The run config; ``flwr run`` fills it from the app's ``[tool.flwr.app.config]`` (the one place of the
+    defaults), other runtimes may leave keys out."""
+    return {**app_config_defaults(), **dict(context.run_config)}
 
 
 class FedMAPSeg(FedAvg):

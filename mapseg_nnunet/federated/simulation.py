@@ -18,10 +18,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from typing import Dict, List, Optional
 
 APP_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "app")
 BIN = os.path.dirname(sys.executable)
+
+
+def app_config_defaults() -> Dict[str, object]:
+    """``[tool.flwr.app.config]`` of the app bundle: the defaults of every Fed-MAPSeg run setting."""
+    with open(os.path.join(APP_DIR, "pyproject.toml"), "rb") as f:
+        return dict(tomllib.load(f)["tool"]["flwr"]["app"]["config"])
 
 
 def flower_environment(flwr_home: str) -> Dict[str, str]:

@@ -9,10 +9,6 @@ from batchgenerators.utilities.file_and_folder_operations import isfile, join
 
 from mapseg_nnunet.training.trainer_lookup import build_trainer
 
-SERVER_TRAINER = "nnUNetTrainerMAPSegFed"
-CLIENT_TRAINER = "nnUNetTrainerMAPSegFedClient"
-
-
 def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -37,7 +33,7 @@ def start_server(source: str, trainer: str, plans: str, configuration: str, fold
 
 
 def client_round(dataset: str, plans: str, configuration: str, teacher_state: dict, lr: float, iterations: int,
-                 device: torch.device, trainer: str = CLIENT_TRAINER) -> tuple:
+                 device: torch.device, trainer: str) -> tuple:
     """One client round on the site's registered target ``dataset`` (all its cases): returns
     ``(teacher weights, number of cases, metrics)``."""
     client = build_trainer(dataset, trainer, plans, configuration, "all", device)

@@ -1,16 +1,11 @@
-"""Trainer settings carried by the plans: ablations, budgets and seeds without code edits.
+"""Plans variants carrying trainer settings: ablations, budgets and seeds without code edits.
 
 A plans *variant* is a copy of a plans file under a new identifier that shares the original's preprocessed data
 (same ``data_identifier``, nnU-Net's convention for plans variants) and adds, per configuration,
 
     "trainer_settings": {"masking.ratio": 0.5, "loss_weights.use_glc": false, "num_epochs": 4, "seed": 1}
 
-Each key names an attribute of the trainer (dotted for nested settings such as ``masking.local_cube`` or
-``loss_weights.gamma``); the trainer applies them when it initialises, before the network is built, and logs
-them. ``seed`` seeds Python, NumPy and PyTorch there (network initialisation, masks and the in-process data
-order; nnU-Net's background augmentation workers draw their own seeds). nnU-Net copies the plans into the
-results folder, so every model records the settings it was trained with, and results of different variants
-land in different folders (``TRAINER__PLANS__CONFIGURATION``).
+The keys and how trainers apply them: :mod:`mapseg_nnunet.training.settings`.
 
     mapseg_plans_variant -d 951 -p MAPSegPlansCPU -o MAPSegPlansCPU_mask50 --set masking.ratio=0.5
     nnUNetv2_train 951 3d_fullres 0 -tr nnUNetTrainerMAPSegUDA -p MAPSegPlansCPU_mask50

@@ -7,14 +7,36 @@ import math
 from torch.optim import Optimizer
 
 
-class ConstantThenCosineLR:
+class IterationLR:
+    """A learning rate that is a pure function ``lr_at(iteration)`` of the iteration count. nnU-Net calls
+    ``step(epoch)`` at each epoch start; trainers call ``step_iteration()`` after each optimizer step; resuming
+    from an epoch is exact."""
+    optimizer: Optimizer
+    iterations_per_epoch: int
+    iteration: int = 0
+
+    def lr_at(self, iteration: int) -> float:
+        raise NotImplementedError
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr_at(self.iteration)
+
+    def step(self, epoch: int | None = None) -> None:
+        if epoch is not None:
+            self.iteration = epoch * self.iterations_per_epoch
+        self._apply()
+
+    def step_iteration(self) -> None:
+        self.iteration += 1
+        self._apply()
+
+
+class ConstantThenCosineLR(IterationLR):
     """MAE schedule of the paper (Suppl. Tab. 2): constant ``base_lr`` for the first ``constant_fraction`` of
     the iterations (200 of 300 epochs), then cosine annealing with period parameter ``t_max_fraction`` of the
     iterations (T_max = 20 of 300 epochs) down to ``min_lr``. As in the reference the cosine is not restarted
-    but continues, so the rate goes down and up again (it ends at ``min_lr`` for the paper's numbers).
-
-    nnU-Net calls ``step(epoch)`` at each epoch start; trainers call ``step_iteration()`` after each optimizer
-    step. The position is a pure function of the iteration count, so resuming from an epoch is exact."""
+    but continues, so the rate goes down and up again (it ends at ``min_lr`` for the paper's numbers)."""
 
     def __init__(self, optimizer: Optimizer, base_lr: float, total_iterations: int, iterations_per_epoch: int,
                  min_lr: float = 1e-6, constant_fraction: float = 2 / 3, t_max_fraction: float = 1 / 15):
@@ -32,21 +54,8 @@ class ConstantThenCosineLR:
         t = iteration - self.constant_iterations
         return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t / self.t_max)) / 2
 
-    def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.iteration)
 
-    def step(self, epoch: int | None = None) -> None:
-        if epoch is not None:
-            self.iteration = epoch * self.iterations_per_epoch
-        self._apply()
-
-    def step_iteration(self) -> None:
-        self.iteration += 1
-        self._apply()
-
-
-class CosineWarmRestartsLR:
+class CosineWarmRestartsLR(IterationLR):
     """UDA schedule of the paper (Suppl. Tab. 3): cosine annealing with warm restarts, T_0 = ``t0_iterations``
     (the reference's 10 epochs of 100 iterations), T_mult = 2, down to ``min_lr``; per iteration, resumable
     from the epoch like :class:`ConstantThenCosineLR`."""
@@ -64,19 +73,6 @@ class CosineWarmRestartsLR:
             t -= period
             period *= self.t_mult
         return self.min_lr + (self.base_lr - self.min_lr) * (1 + math.cos(math.pi * t / period)) / 2
-
-    def _apply(self) -> None:
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr_at(self.iteration)
-
-    def step(self, epoch: int | None = None) -> None:
-        if epoch is not None:
-            self.iteration = epoch * self.iterations_per_epoch
-        self._apply()
-
-    def step_iteration(self) -> None:
-        self.iteration += 1
-        self._apply()
 
 
 class RoundCosineLR:

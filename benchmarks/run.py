@@ -1,0 +1,86 @@
+"""Does adaptation happen, and what does it cost? Regenerates ``benchmarks/RESULTS.md`` and its plots.
+
+    python -m benchmarks.run            # full: 3 seeds, ablations, selection check, speed (<= 90 min)
+    python -m benchmarks.run --quick    # 1 seed, tiny budgets: checks the whole pipeline in minutes
+    (make benchmarks / make benchmarks-quick do the set-up first)
+
+Everything runs through the stock nnU-Net commands (plan, train, predict) on the demo cohort in
+``--work`` (default ``work_dirs/benchmarks``), on the CPU preset. Budgets, seeds and ablation switches are
+plans variants (``mapseg_plans_variant``), so each model folder records what it was trained with. A finished
+training is not repeated when the command is run again (delete ``--work`` to start over).
+
+Methods (rows of the quality table, each on the three targets' held-out test labels):
+
+* ``floor``: stock ``nnUNetTrainer`` (U-Net) on stock nnU-Net plans at the CPU preset's patch and batch
+  (``nnUNetPlannerCPU``), source labels only, same iteration budget;
+* ``source_only``: the MAPSeg network, source terms only (``nnUNetTrainerMAPSegUDA_noMPL``) from the MAE encoder;
+* ``uda``: centralized MAPSeg (``nnUNetTrainerMAPSegUDA``) from the MAE encoder, the three targets together;
+* ``tta``: test-time UDA (``nnUNetTrainerMAPSegTTA``) per target from ``source_only`` (source Dice too);
+* ``fed``: Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder (first seed only);
+* ``oracle``: stock ``nnUNetTrainer`` trained on each target's own training images *with* labels.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import shlex
+import sys
+import time
+
+from .evaluation import evaluate_all
+from .report import write_report
+from .runner import FULL, QUICK, Runner
+from .speed import measure_all
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="1 seed, tiny budgets (pipeline check, minutes)")
+    parser.add_argument("--work", default=None, help="work folder. Default: work_dirs/benchmarks[_quick]")
+    parser.add_argument("--out", default=None,
+                        help="where RESULTS.md and the plots go. Default: benchmarks/ (full), WORK/report (quick)")
+    parser.add_argument("--skip_speed", action="store_true", help="no speed and memory measurements")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="run only these seeds (a partial run; the report says which ran)")
+    parser.add_argument("--ablations", nargs="*", default=None,
+                        help="run only these ablations, by name (e.g. 'no GLC'); none: skip them")
+    args = parser.parse_args(argv)
+    budget = copy.deepcopy(QUICK if args.quick else FULL)
+    if args.seeds is not None:
+        budget.seeds = args.seeds
+    if args.ablations is not None:
+        unknown = set(args.ablations) - set(budget.ablations)
+        if unknown:
+            parser.error(f"unknown ablations {sorted(unknown)}; choose from {sorted(budget.ablations)}")
+        budget.ablations = {k: v for k, v in budget.ablations.items() if k in args.ablations}
+    work = os.path.abspath(args.work or os.path.join(REPO, "work_dirs", "benchmarks_quick" if args.quick
+                                                     else "benchmarks"))
+    out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else HERE))
+    os.makedirs(out, exist_ok=True)
+    runner = Runner(work, budget, args.quick)
+    command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
+    runner.setup()
+    mae = runner.mae()
+    seeds = {seed: runner.seed_runs(seed, mae) for seed in budget.seeds}
+    fed = runner.federated(budget.seeds[0], mae)
+    ablations = runner.ablations(mae)
+    runner.say("prediction and evaluation of every model on the targets' test labels")
+    start = time.time()
+    results = evaluate_all(runner, seeds, fed, ablations)
+    runner.timings["evaluation (this invocation)"] = time.time() - start
+    speed = None
+    if not args.skip_speed:
+        runner.say("speed and memory ratios")
+        start = time.time()
+        speed = measure_all(runner, budget.speed_repeats)
+        runner.timings["speed (this invocation)"] = time.time() - start
+    write_report(out, runner, command, results, speed)
+    runner.say(f"done: {os.path.join(out, 'RESULTS.md')}")
+
+
+if __name__ == "__main__":
+    main()

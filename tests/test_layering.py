@@ -1,0 +1,77 @@
+"""Imports point one way: library -> nothing of the CLI, the trainers, planners, converters or benchmarks;
+inside the library, lower layers never import higher ones; trainers and planners -> library; CLI -> anything
+but the benchmarks."""
+import ast
+import os
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# library subpackages by layer: a module may import its own layer and the layers below
+LAYERS = {"data": 0, "architectures": 0, "method": 1, "training": 2, "inference": 2, "planning": 3, "federated": 3}
+OUTSIDE_LIBRARY = ("mapseg_nnunet.cli", "mapseg_nnunet.trainers", "mapseg_nnunet.planners",
+                   "mapseg_nnunet.dataset_conversion", "benchmarks")
+
+
+def imported_modules(path: str):
+    """Every absolute module an ``import`` / ``from ... import`` statement anywhere in the file names."""
+    tree = ast.parse(open(path).read(), path)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.module
+
+
+def python_files(folder: str):
+    for root, _, files in os.walk(os.path.join(REPO, folder)):
+        yield from (os.path.join(root, f) for f in sorted(files) if f.endswith(".py"))
+
+
+def subpackage(module: str):
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 and parts[0] == "mapseg_nnunet" else None
+
+
+def violations_of(path: str, allowed) -> list:
+    return [f"{os.path.relpath(path, REPO)} imports {m}" for m in imported_modules(path) if not allowed(m)]
+
+
+def test_the_layer_map_covers_every_library_subpackage():
+    library = os.path.join(REPO, "mapseg_nnunet")
+    packages = {d for d in os.listdir(library) if os.path.isfile(os.path.join(library, d, "__init__.py"))}
+    assert packages == set(LAYERS) | {"cli"}
+
+
+def test_library_imports_point_down():
+    found = []
+    for path in python_files("mapseg_nnunet"):
+        own = os.path.relpath(path, os.path.join(REPO, "mapseg_nnunet")).split(os.sep)[0]
+        if own in ("cli", "nnunet_ext"):
+            continue
+        own_layer = LAYERS.get(own, max(LAYERS.values()) + 1)  # top-level modules (__init__, __main__) sit above
+
+        def allowed(module, own_layer=own_layer):
+            if module.startswith(OUTSIDE_LIBRARY) and not (own == "__main__.py" and module.startswith(
+                    "mapseg_nnunet.cli")):
+                return False
+            target = subpackage(module)
+            return target is None or target not in LAYERS or LAYERS[target] <= own_layer
+        found += violations_of(path, allowed)
+    assert not found, "\n".join(found)
+
+
+@pytest.mark.parametrize("folder", ["trainers", "planners", "dataset_conversion"])
+def test_plugin_folders_import_the_library_only(folder):
+    forbidden = tuple(m for m in OUTSIDE_LIBRARY if not m.endswith("." + folder))
+    found = []
+    for path in python_files(folder):
+        found += violations_of(path, lambda module: not module.startswith(forbidden))
+    assert not found, "\n".join(found)
+
+
+def test_cli_never_imports_the_benchmarks():
+    found = []
+    for path in python_files(os.path.join("mapseg_nnunet", "cli")):
+        found += violations_of(path, lambda module: not module.startswith("benchmarks"))
+    assert not found, "\n".join(found)
