@@ -37,6 +37,9 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
                 f"{self.configuration_manager.patch_size}, MAPSegNet) on data normalised by nnU-Net's own "
                 f"scheme. The adapted plans are saved with the model. For MAPSeg's intensity convention plan "
                 f"with mapseg_plan_and_preprocess -pl MAPSegPlanner.")
+
+    def set_defaults(self) -> None:
+        super().set_defaults()
         self.enable_deep_supervision = False
         self.initial_lr, self.weight_decay, self.betas = 1e-4, 0.01, (0.9, 0.999)
         self.use_amp = True  # fp16 autocast + nnU-Net's GradScaler on CUDA (as nnU-Net trains); no-op on CPU
@@ -44,7 +47,7 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
         self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
 
     def initialize(self):
-        super().initialize()  # PlansTrainerSettings: the variant's and the plans' settings first, then nnU-Net's
+        super().initialize()  # PlansTrainerSettings: the plans' settings first, then nnU-Net's
         unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
 
     @property

@@ -29,8 +29,8 @@ def load_weights(network: torch.nn.Module, state: dict) -> None:
 
 
 class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def set_defaults(self) -> None:
+        super().set_defaults()
         self.loss_weights.use_mpl = False  # the server has the source only (Eq. 9); targets stay at the clients
         self.num_epochs = 100  # federated rounds R (paper)
         self.num_iterations_per_epoch = 250  # server steps per round T_s

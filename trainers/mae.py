@@ -24,9 +24,8 @@ from mapseg_nnunet.training.schedules import ConstantThenCosineLR
 
 
 class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def set_defaults(self) -> None:
+        super().set_defaults()
         if self.intensity_settings is None:
             raise RuntimeError("MAE pretraining reconstructs intensities in [0, 1] and needs MAPSeg plans: run "
                                "mapseg_plan_and_preprocess -pl MAPSegPlanner (or MAPSegPlannerCPU) and train with "

@@ -17,9 +17,8 @@ from mapseg_nnunet.training.source_model import load_source_weights, source_mode
 
 
 class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def set_defaults(self) -> None:
+        super().set_defaults()
         self.source_model = source_model_entry(self.plans_manager.plans)  # fails early, saying what to run
         self.warmup_iterations = 0  # the warm-up happened at the source site (stage 1)
 

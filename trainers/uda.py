@@ -29,9 +29,8 @@ def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Te
 
 
 class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
+    def set_defaults(self) -> None:
+        super().set_defaults()
         # paper Suppl. Tab. 3: 100 epochs x 100 iterations = 10k iterations, warm-up 1,000, patience 50 epochs
         self.num_iterations_per_epoch = 250
         self.num_epochs = 40

@@ -1,14 +1,15 @@
 """Trainer settings: one key set for ablations, budgets and seeds, from two places.
 
 * **Trainer variants** (nnU-Net's ``nnUNetTrainer_5epochs`` convention, one attribute each) declare their
-  settings as a class attribute, ``trainer_settings = {"num_epochs": 8, "loss_weights.use_mpl": False}``;
-  a variant of a variant inherits its parent's and overrides what it names.
+  settings as a class attribute, ``trainer_settings = {"num_epochs": 8, "loss_weights.use_mpl": False}``,
+  applied when the trainer is constructed; a variant of a variant inherits its parent's and overrides what it
+  names.
 * **Plans variants** (``mapseg_plans_variant``, :mod:`mapseg_nnunet.planning.plans_variant`) carry the same keys
   per configuration, ``"trainer_settings": {"masking.ratio": 0.5, "seed": 1}``; they win over the variant's.
 
 Each key names an attribute of the trainer (dotted for nested settings such as ``masking.local_cube`` or
-``loss_weights.gamma``); the trainer applies them when it initialises, before the network is built, and logs
-them. ``seed`` seeds Python, NumPy and PyTorch there (network initialisation, masks and the in-process data
+``loss_weights.gamma``); the trainer applies the plans' when it initialises, before the network is built, and
+logs both. ``seed`` seeds Python, NumPy and PyTorch there (network initialisation, masks and the in-process data
 order; nnU-Net's background augmentation workers draw their own seeds). nnU-Net copies the plans into the
 results folder, so every model records the settings it was trained with, and results of different variants
 land in different folders (``TRAINER__PLANS__CONFIGURATION``).
@@ -77,15 +78,25 @@ def effective_setting(trainer_class: type, configuration_manager, name: str, def
 
 
 class PlansTrainerSettings:
-    """Mixin for nnU-Net trainers: ``initialize()`` first applies the variant's settings, then the plans' (before
-    the network is built); the setting ``final_validation = false`` skips nnU-Net's validation of the fold's cases
-    after training (benchmarks evaluate their own test sets)."""
+    """Mixin for nnU-Net trainers. Construction ends with :meth:`set_defaults` (the trainer's own defaults; each
+    trainer extends it) and then the variant's ``trainer_settings``, so attributes set on a constructed trainer
+    (nnU-Net's Python API) are kept; ``initialize()`` applies the plans' settings (before the network is built).
+    The setting ``final_validation = false`` skips nnU-Net's validation of the fold's cases after training
+    (benchmarks evaluate their own test sets)."""
     trainer_settings: Dict[str, Any] = {}
-    final_validation = True
 
-    def initialize(self):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):  # nnU-Net records this signature's arguments
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.set_defaults()
         for line in apply_trainer_settings(self, variant_settings(type(self)), f"trainer {type(self).__name__}"):
             self.print_to_log_file(f"Trainer setting of {type(self).__name__}: {line}")
+
+    def set_defaults(self) -> None:
+        """The trainer's own defaults (subclasses call ``super().set_defaults()`` first)."""
+        self.final_validation = True
+
+    def initialize(self):
         settings = plans_settings(self.configuration_manager)
         where = f"plans {self.plans_manager.plans_name}, configuration {self.configuration_name}"
         for line in apply_trainer_settings(self, settings, where):
