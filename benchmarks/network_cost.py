@@ -59,9 +59,9 @@ def main():
 
     def glc():
         net.zero_grad()
-        out = net.forward_glc(x, g, boxes)
+        out = net(x, g, boxes)
         (out["logits"].mean() + out["aux_logits"].mean()
-         + channelwise_cosine_loss(out["local_latent"], out["global_crop"])).backward()
+         + channelwise_cosine_loss(out["local_features"], out["global_crop"])).backward()
 
     t_patch, t_glc = step_time(patch_only, args.repeats), step_time(glc, args.repeats)
     print(f"\nCPU preset, batch {b}, median of {args.repeats} steps (forward + backward):")

@@ -48,13 +48,13 @@ def uda_step_ratios(runner, repeats: int) -> List[dict]:
         x, g = (masking.masked(b["data"], b["global"]) if masked else (b["data"], b["global"]))
         def run():
             network.zero_grad(set_to_none=True)
-            out = network.forward_glc(x, g, b["box"])
+            out = network(x, g, b["box"])
             (out["logits"].mean() + out["aux_logits"].mean()).backward()
         return run
 
     def teacher_pass():
         with torch.no_grad():
-            teacher.forward_glc(tgt["data"], tgt["global"], tgt["box"])
+            teacher(tgt["data"], tgt["global"], tgt["box"])
 
     passes = {"source unmasked": glc_pass(src, False), "source masked": glc_pass(src, True),
               "target masked": glc_pass(tgt, True), "teacher (no grad)": teacher_pass}

@@ -11,13 +11,15 @@ from typing import List, Optional, Tuple, Union
 import numpy as np
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 from nnunetv2.experiment_planning.experiment_planners.default_experiment_planner import ExperimentPlanner
+from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import \
+    ResEncUNetPlanner
 from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.preprocessing.resampling.default_resampling import compute_new_shape
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from mapseg_nnunet.data.atomic import save_json_atomic
 from mapseg_nnunet.data.intensity import intensity_settings_for_channels
-from mapseg_nnunet.planning.mapseg_configuration import mapseg_block
+from mapseg_nnunet.planning.mapseg_configuration import FUSION_STRIDE, glc_unet_architecture, mapseg_block
 from mapseg_nnunet.planning.presets import PRESETS
 from mapseg_nnunet.data.input_checks import DatasetError
 
@@ -130,3 +132,38 @@ class nnUNetPlannerCPU(PresetPlanner):
 
     def static_estimate_VRAM_usage(self, *args, **kwargs):
         return 1  # the patch is fixed: nnU-Net's GPU-memory search (which builds the network) has nothing to do
+
+
+class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
+    """MAPSeg plans on nnU-Net's residual-encoder U-Net (``MAPSegResEncPlans``): everything as
+    :class:`MAPSegPlanner` (spacing, patch and batch of the preset, MAPSeg's intensity convention, so the
+    preprocessed data are those of the preset's MAPSeg plans and are shared with them), but the network is the
+    ``ResidualEncoderUNet`` that nnU-Net's ResEnc planner derives for the preset's patch, wrapped in the GLC U-Net
+    with the fusion at output stride ``FUSION_STRIDE`` (4, MAPSegNet's latent stride; the U-Net keeps the two
+    finer skips of the local patch)."""
+    default_plans_name = "MAPSegResEncPlans"
+
+    def generate_data_identifier(self, configuration_name: str) -> str:
+        return self.preset.plans_name + "_" + configuration_name  # same preprocessing as the MAPSeg plans
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
+                                    _cache):
+        plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
+                                                   approximate_n_voxels_dataset, _cache)
+        patch = np.array(self.preset.patch_size)[-len(spacing):]
+        unet = ResEncUNetPlanner.get_plans_for_configuration(self, spacing, np.minimum(median_shape, patch),
+                                                             data_identifier, approximate_n_voxels_dataset, _cache)
+        if list(unet["patch_size"]) != list(patch):
+            raise DatasetError(f"{self.plans_identifier}: nnU-Net's ResEnc planner shrank the {patch.tolist()} patch "
+                               f"to {list(unet['patch_size'])} for a {self.UNet_vram_target_GB} GB GPU; plan with "
+                               f"-gpu_memory_target GB")
+        plan["architecture"] = glc_unet_architecture(unet["architecture"], FUSION_STRIDE)
+        return plan
+
+
+class MAPSegResEncPlannerCPU(MAPSegResEncPlanner):
+    """:class:`MAPSegResEncPlanner` at the CPU preset's patch and batch (``MAPSegResEncPlansCPU``): demo, tests,
+    benchmarks."""
+    preset_name = "cpu"
+    default_plans_name = "MAPSegResEncPlansCPU"
+

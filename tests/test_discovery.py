@@ -4,6 +4,7 @@ import sys
 
 from nnunet_fixtures import BIN, nnunet_env, run, with_ext_trainer
 
+from mapseg_nnunet.cli.plan_and_preprocess import PLANNERS
 from mapseg_nnunet.training.trainer_lookup import EXT_DIR
 from mapseg_nnunet.trainers import trainer_classes
 
@@ -48,7 +49,7 @@ def test_lookup_fails_without_ext_trainer(tmp_path):
 def test_doctor_reports_every_class(tmp_path):
     env = with_ext_trainer(nnunet_env(tmp_path))
     out = run([os.path.join(BIN, "mapseg_nnunet"), "doctor"], env, cwd=tmp_path)
-    for name in TRAINER_NAMES + ["MAPSegPlanner", "MAPSegPlannerCPU"]:
+    for name in TRAINER_NAMES + list(PLANNERS) + ["GLCUNet", "MAPSegNet"]:
         assert name in out.stdout
     assert "NOT FOUND" not in out.stdout and out.stdout.strip().endswith("OK")
 

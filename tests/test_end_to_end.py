@@ -124,9 +124,13 @@ def test_exact_user_command_on_stock_plans(planned_dataset, tmp_path):
         proc.wait(timeout=60)
     plans = json.load(open(os.path.join(model, "plans.json")))
     cfg = plans["configurations"]["3d_fullres"]
-    assert cfg["architecture"]["network_class_name"].endswith("MAPSegNet") and cfg["patch_size"] == [32, 32, 32]
-    assert cfg["mapseg"]["preset"] == "cpu" and cfg["mapseg"]["intensity"] is None
-    assert cfg["normalization_schemes"] == ["ZScoreNormalization"]  # nnU-Net's own normalisation is kept
+    stock = json.load(open(os.path.join(env["nnUNet_preprocessed"], RESULTS, "nnUNetPlans.json")))
+    stock_cfg = stock["configurations"]["3d_fullres"]
+    # the user's U-Net, patch and batch, inside the GLC U-Net; nnU-Net's own normalisation is kept
+    assert cfg["architecture"]["network_class_name"].endswith("GLCUNet")
+    assert cfg["architecture"]["arch_kwargs"]["unet_class_name"] == stock_cfg["architecture"]["network_class_name"]
+    assert (cfg["patch_size"], cfg["batch_size"]) == (stock_cfg["patch_size"], stock_cfg["batch_size"])
+    assert cfg["mapseg"]["intensity"] is None and cfg["normalization_schemes"] == ["ZScoreNormalization"]
     assert "not MAPSeg plans" in log_path.read_text()
 
     run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA_smoke", "-device", "cpu"],

@@ -1,4 +1,4 @@
-"""GLC sliding-window inference against a plain reimplementation (one forward_glc call per window, the global view
+"""GLC sliding-window inference (MAPSegNet and the GLC U-Net) against a plain reimplementation (one GLC forward call per window, the global view
 built by hand), exact test-time mirroring, padding, and that the global context matters."""
 import itertools
 
@@ -9,15 +9,23 @@ import torch.nn.functional as F
 
 from mapseg_nnunet.architectures import MAPSegNet
 from mapseg_nnunet.inference.glc import flip_box, glc_sliding_window_logits
+from test_glc_unet import tiny_glc_unet
 
 PATCH = (16, 16, 16)
 
 
-@pytest.fixture(scope="module")
-def net():
+@pytest.fixture(scope="module", params=["MAPSegNet", "GLCUNet"])
+def net(request):
+    """Both networks of the GLC seam; the U-Net's fusion is moved off its identity start so that the global view
+    matters."""
     torch.manual_seed(0)
-    return MAPSegNet(1, 3, width=16, depth=2, encoder_groups=4, aspp_channels=16, aspp_dilations=(1, 2, 3),
-                     head_channels=8, head_groups=4).eval()
+    if request.param == "MAPSegNet":
+        return MAPSegNet(1, 3, width=16, depth=2, encoder_groups=4, aspp_channels=16, aspp_dilations=(1, 2, 3),
+                         head_channels=8, head_groups=4).eval()
+    network = tiny_glc_unet(num_classes=3)
+    with torch.no_grad():
+        network.fusion.weight.normal_(0, 0.3)
+    return network.eval()
 
 
 def make_case(shape, margin=3, seed=0):
@@ -41,7 +49,7 @@ def plain_glc(net, case, starts):
         box = torch.tensor([[[(s - lo) * p / (hi - lo), (s + p - lo) * p / (hi - lo)]
                              for s, p, (lo, hi) in zip(start, PATCH, fg)]]).clamp(0, PATCH[0])
         with torch.no_grad():
-            logits = net.forward_glc(case[(slice(None),) + window][None], view, box, with_aux=False)["logits"][0]
+            logits = net(case[(slice(None),) + window][None], view, box, with_aux=False)["logits"][0]
         out[(slice(None),) + window] += logits
         count[window] += 1
     return out / count

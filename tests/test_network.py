@@ -41,9 +41,9 @@ def test_output_shapes(in_channels, classes):
     x = torch.rand(2, in_channels, 48, 48, 48)
     assert net(x).shape == (2, classes, 48, 48, 48)
     boxes = torch.tensor([[[0, 24], [8, 40], [10, 48]], [[4, 20], [0, 48], [30, 46]]])
-    out = net.forward_glc(x, torch.rand_like(x), boxes)
+    out = net(x, torch.rand_like(x), boxes)
     assert out["logits"].shape == out["aux_logits"].shape == (2, classes, 48, 48, 48)
-    assert out["local_latent"].shape == out["global_crop"].shape == (2, 32, 12, 12, 12)
+    assert out["local_features"].shape == out["global_crop"].shape == (2, 32, 12, 12, 12)
 
 
 def test_latent_boxes_floor_ceil_and_clipping():
@@ -78,9 +78,9 @@ def test_batch_equals_per_sample():
     x, g = torch.rand(3, 1, 48, 48, 48, dtype=torch.float64), torch.rand(3, 1, 48, 48, 48, dtype=torch.float64)
     boxes = torch.tensor([[[0, 48], [0, 48], [0, 48]], [[4, 20], [10, 30], [0, 48]], [[30, 46], [0, 16], [8, 9]]])
     with torch.no_grad():
-        batched = net.forward_glc(x, g, boxes)
+        batched = net(x, g, boxes)
         for i in range(3):
-            single = net.forward_glc(x[i:i + 1], g[i:i + 1], boxes[i:i + 1])
+            single = net(x[i:i + 1], g[i:i + 1], boxes[i:i + 1])
             for key in ("logits", "aux_logits", "global_crop"):
                 torch.testing.assert_close(batched[key][i:i + 1], single[key])
 
@@ -91,7 +91,7 @@ def test_patch_only_forward_is_glc_with_the_patch_as_its_own_context():
     x = torch.rand(2, 1, 48, 48, 48)
     full = torch.tensor([[[0, 48]] * 3] * 2)
     with torch.no_grad():
-        torch.testing.assert_close(net(x), net.forward_glc(x, x, full, with_aux=False)["logits"])
+        torch.testing.assert_close(net(x), net(x, x, full, with_aux=False)["logits"])
 
 
 def test_cosine_regularizer_is_per_channel_over_space():
@@ -126,7 +126,7 @@ def test_activation_checkpointing_gives_the_same_gradients():
         net.zero_grad()
         calls.clear()
         net.encoder.activation_checkpointing = checkpointing
-        out = net.forward_glc(x, x.flip(2), torch.tensor([[[0., 8.], [4., 12.], [8., 16.]]] * 2))
+        out = net(x, x.flip(2), torch.tensor([[[0., 8.], [4., 12.], [8., 16.]]] * 2))
         (out["logits"].square().mean() + out["aux_logits"].mean()).backward()
         grads.append([p.grad.clone() for p in net.parameters()])
         block_calls.append(len(calls))

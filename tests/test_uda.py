@@ -38,9 +38,9 @@ def test_source_loss_is_eq9(setting):
     net, b = setting
     w, loss = MAPSegLossWeights(), seg_loss()
     total, parts = source_loss(net, loss, b, w, MaskingSettings(ratio=0.0))  # masked == unmasked views
-    out = net.forward_glc(b["data"], b["global"], b["box"])
+    out = net(b["data"], b["global"], b["box"])
     seg, aux = loss(out["logits"], b["target"]), loss(out["aux_logits"], b["global_target"])
-    cos = channelwise_cosine_loss(out["local_latent"], out["global_crop"])
+    cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
     expected = 0.5 * (seg + seg) + 0.05 * (aux + aux) + 0.025 * (cos + cos)
     torch.testing.assert_close(total, expected)
     assert parts["source_seg_masked"] == pytest.approx(seg.item(), rel=1e-5)
@@ -57,11 +57,11 @@ def test_target_loss_centralized_and_eq10(setting, self_supervised):
             p.add_(0.01 * torch.randn_like(p))
     w, loss = MAPSegLossWeights(), seg_loss()
     total, parts = target_loss(net, teacher, loss, b, w, MaskingSettings(ratio=0.0), self_supervised)
-    t_out = teacher.forward_glc(b["data"], b["global"], b["box"])
+    t_out = teacher(b["data"], b["global"], b["box"])
     pl, PL = t_out["logits"].argmax(1, keepdim=True), t_out["aux_logits"].argmax(1, keepdim=True)
-    out = net.forward_glc(b["data"], b["global"], b["box"])
+    out = net(b["data"], b["global"], b["box"])
     seg, aux = loss(out["logits"], pl), loss(out["aux_logits"], PL)
-    cos = channelwise_cosine_loss(out["local_latent"], out["global_crop"])
+    cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
     if self_supervised:  # Eq. 10
         expected = 0.5 * (seg + seg) + 0.05 * (aux + aux) + 0.025 * (cos + cos)
     else:  # target part of Eq. 2 + Eq. 6

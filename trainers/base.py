@@ -16,27 +16,24 @@ from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.atomic import atomic_path
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.method.losses import MAPSegLossWeights
-from mapseg_nnunet.planning.mapseg_configuration import adapt_plans, preset_for_device
+from mapseg_nnunet.planning.mapseg_configuration import adapt_plans
 from mapseg_nnunet.training.optimization import amp_step
 from mapseg_nnunet.training.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
 from mapseg_nnunet.training.settings import PlansTrainerSettings, effective_setting
 
 
 class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
-    # Preset used when the plans are not MAPSeg plans (e.g. stock nnUNetPlans): 'auto' = paper on CUDA, cpu else.
-    mapseg_preset = "auto"
-
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
-        plans, adapted = adapt_plans(plans, configuration, preset_for_device(self.mapseg_preset, device))
+        plans, adapted = adapt_plans(plans, configuration)
         super().__init__(plans, configuration, fold, dataset_json, device)
         if adapted:
             self.print_to_log_file(
-                f"Plans {self.plans_manager.plans_name} are not MAPSeg plans: using the "
-                f"{self.configuration_manager.configuration['mapseg']['preset']} preset (patch "
-                f"{self.configuration_manager.patch_size}, MAPSegNet) on data normalised by nnU-Net's own "
-                f"scheme. The adapted plans are saved with the model. For MAPSeg's intensity convention plan "
-                f"with mapseg_plan_and_preprocess -pl MAPSegPlanner.")
+                f"Plans {self.plans_manager.plans_name} are not MAPSeg plans: MAPSeg runs on their U-Net (inside the "
+                f"GLC U-Net), patch {self.configuration_manager.patch_size}, batch "
+                f"{self.configuration_manager.batch_size} and nnU-Net's normalisation, without deep supervision. "
+                f"The adapted plans are saved with the model. For MAPSeg's intensity convention (needed by MAE "
+                f"pretraining) plan with mapseg_plan_and_preprocess -pl MAPSegResEncPlanner or MAPSegPlanner.")
 
     def set_defaults(self) -> None:
         super().set_defaults()
@@ -48,7 +45,7 @@ class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
 
     def initialize(self):
         super().initialize()  # PlansTrainerSettings: the plans' settings first, then nnU-Net's
-        unwrap_network(self.network).encoder.activation_checkpointing = self.activation_checkpointing
+        unwrap_network(self.network).activation_checkpointing = self.activation_checkpointing
 
     @property
     def intensity_settings(self):

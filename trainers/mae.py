@@ -11,6 +11,7 @@ from time import perf_counter
 import numpy as np
 import torch
 from batchgenerators.utilities.file_and_folder_operations import join
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from mapseg_nnunet.architectures import MAPSegMAENet
@@ -18,6 +19,7 @@ from mapseg_nnunet.data.augmenter import wrap_in_augmenter
 from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
 from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.masking import MaskingSettings, masked_mse, mean_intensity_baseline
+from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
 from mapseg_nnunet.training.reconstruction_png import save_reconstruction_png
 from mapseg_nnunet.training.schedules import ConstantThenCosineLR
@@ -47,6 +49,11 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
     @staticmethod
     def build_network_architecture(plans_manager, configuration_manager, num_input_channels, num_output_channels,
                                    enable_deep_supervision=True):
+        """MAPSegNet plans: the MAPSeg encoder with the light MAE decoder (only ``encoder.*`` transfers). GLC U-Net
+        plans: the same GLC U-Net with one output per input channel, so every key but the head transfers."""
+        if configuration_manager.network_arch_class_name == GLC_UNET_CLASS_NAME:
+            return nnUNetTrainer.build_network_architecture(plans_manager, configuration_manager, num_input_channels,
+                                                            num_input_channels, enable_deep_supervision=False)
         return MAPSegMAENet.from_segmentation_kwargs(num_input_channels,
                                                      configuration_manager.network_arch_init_kwargs,
                                                      configuration_manager.configuration["mapseg"]["mae_channels"])
@@ -165,7 +172,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
     def perform_actual_validation(self, save_probabilities: bool = False):
         self.print_to_log_file("MAE pretraining: no segmentation to validate. This checkpoint's encoder initialises "
                                "nnUNetTrainerMAPSegUDA / TTA through nnUNetv2_train ... -pretrained_weights "
-                               f"{join(self.output_folder, 'checkpoint_final.pth')} (only encoder.* transfers).")
+                               f"{join(self.output_folder, 'checkpoint_final.pth')} (every key but the segmentation head transfers).")
 
 
 class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):

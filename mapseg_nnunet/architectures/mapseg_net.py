@@ -17,12 +17,14 @@ loaded by nnU-Net), the encoder under ``encoder``.
 """
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from torch.utils.checkpoint import checkpoint
 from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from mapseg_nnunet.architectures.glc import crop_and_resize, glc_forward, latent_boxes
 
 
 def group_norm(num_channels: int, num_groups: int) -> nn.GroupNorm:
@@ -147,35 +149,15 @@ class MAPSegDecoder(nn.Module):
         return self.seg_layers(x)
 
 
-def latent_boxes(boxes: torch.Tensor, latent_stride: int, latent_shape: Sequence[int]) -> torch.Tensor:
-    """Voxel boxes ``(B, 3, 2)`` [start, end) in the global image -> integer boxes in the latent grid:
-    floor(start / stride), ceil(end / stride), at least one latent voxel wide, clipped to the grid."""
-    boxes = boxes.to(torch.float64)
-    lo = torch.floor(boxes[..., 0] / latent_stride)
-    hi = torch.ceil(boxes[..., 1] / latent_stride)
-    size = torch.as_tensor(list(latent_shape), dtype=torch.float64, device=boxes.device)
-    lo = torch.minimum(torch.clamp(lo, min=0), size - 1)
-    hi = torch.minimum(torch.maximum(hi, lo + 1), size)
-    return torch.stack([lo, hi], dim=-1).to(torch.int64)
-
-
-def crop_and_resize(global_latent: torch.Tensor, boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    """Crop each sample's latent at its own integer box ``(B, 3, 2)`` and resize it trilinearly
-    (align_corners=True) to ``size``."""
-    crops = []
-    for b in range(global_latent.shape[0]):
-        (x0, x1), (y0, y1), (z0, z1) = boxes[b].tolist()
-        crop = global_latent[b:b + 1, :, x0:x1, y0:y1, z0:z1]
-        crops.append(F.interpolate(crop, size=tuple(size), mode="trilinear", align_corners=True))
-    return torch.cat(crops, dim=0)
-
-
 class MAPSegNet(nn.Module):
-    """Segmentation network of MAPSeg with global-local collaboration.
+    """Segmentation network of MAPSeg with global-local collaboration; implements the GLC seam
+    (:mod:`mapseg_nnunet.architectures.glc`): the features of a view are the encoder's latent, which is also the
+    fusion map; fusion concatenates the local latent with the cropped global latent before the decoder.
 
     ``forward(x)`` takes only the local patch (nnU-Net's calling convention); the patch then serves as its own
-    global context. ``forward(x, global_image, boxes)`` is the full MAPSeg forward pass (:meth:`forward_glc`);
-    training calls it through ``forward`` so that a DistributedDataParallel wrapper synchronises its gradients.
+    global context. ``forward(x, global_image, boxes)`` is the full MAPSeg forward pass
+    (:func:`~mapseg_nnunet.architectures.glc.glc_forward`); training calls it through ``forward`` so that a
+    DistributedDataParallel wrapper synchronises its gradients.
     """
 
     def __init__(self, input_channels: int, num_classes: int, width: int = 512, depth: int = 8,
@@ -192,35 +174,35 @@ class MAPSegNet(nn.Module):
             2 * width, aspp_channels, aspp_dilations, head_channels, num_classes, latent_stride, head_groups,
             dropout))
 
+    @property
+    def activation_checkpointing(self) -> bool:
+        return self.encoder.activation_checkpointing
+
+    @activation_checkpointing.setter
+    def activation_checkpointing(self, enabled: bool) -> None:
+        self.encoder.activation_checkpointing = enabled
+
     def forward(self, x: torch.Tensor, global_image: Optional[torch.Tensor] = None,
                 boxes: Optional[torch.Tensor] = None, with_aux: bool = True):
         if global_image is not None:
-            return self.forward_glc(x, global_image, boxes, with_aux)
-        latent = self.encoder(x)
-        return self.decoder(torch.cat([latent, latent], dim=1))
+            return glc_forward(self, x, global_image, boxes, with_aux)
+        return self.global_logits(self.encode(x))
 
-    def fuse(self, local_latent: torch.Tensor, global_latent: torch.Tensor, boxes: torch.Tensor
-             ) -> Tuple[torch.Tensor, torch.Tensor]:
-        """Local logits from the local latent and the global latent cropped at ``boxes`` (global-view voxels) and
-        resized to the local latent; also returns that crop. Inference computes ``global_latent`` once per case."""
-        boxes_latent = latent_boxes(boxes, self.latent_stride, global_latent.shape[2:])
-        global_crop = crop_and_resize(global_latent, boxes_latent, local_latent.shape[2:])
-        return self.decoder(torch.cat([local_latent, global_crop], dim=1)), global_crop
+    # ---- the GLC seam
+    def encode(self, view: torch.Tensor) -> torch.Tensor:
+        return self.encoder(view)
 
-    def forward_glc(self, x: torch.Tensor, global_image: torch.Tensor, boxes: torch.Tensor,
-                    with_aux: bool = True) -> Dict[str, torch.Tensor]:
-        """Local patch ``x`` (B, C, *patch), the whole case resized to the patch size ``global_image`` and the
-        patch's box inside it ``boxes`` (B, 3, 2, voxels of ``global_image``, [start, end)).
+    def fusion_map(self, features: torch.Tensor) -> torch.Tensor:
+        return features
 
-        Returns the fused local logits, the global auxiliary logits (the global latent duplicated through the
-        same decoder), and the latents used by the cosine regulariser."""
-        local_latent = self.encoder(x)
-        global_latent = self.encoder(global_image)
-        logits, global_crop = self.fuse(local_latent, global_latent, boxes)
-        out = {"logits": logits, "local_latent": local_latent, "global_crop": global_crop}
-        if with_aux:
-            out["aux_logits"] = self.decoder(torch.cat([global_latent, global_latent], dim=1))
-        return out
+    def fuse_and_decode(self, local_features: torch.Tensor, global_map: torch.Tensor, boxes: torch.Tensor
+                        ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        boxes_latent = latent_boxes(boxes, self.latent_stride, global_map.shape[2:])
+        global_crop = crop_and_resize(global_map, boxes_latent, local_features.shape[2:])
+        return self.decoder(torch.cat([local_features, global_crop], dim=1)), local_features, global_crop
+
+    def global_logits(self, global_features: torch.Tensor) -> torch.Tensor:
+        return self.decoder(torch.cat([global_features, global_features], dim=1))
 
 
 class MAEDecoder(nn.Module):

@@ -54,16 +54,17 @@ def doctor() -> int:
             problems += 1
             print(f"  {name:34s} NOT FOUND: {type(e).__name__}: {e}")
     print("Planners (mapseg_plan_and_preprocess -pl NAME)")
-    from mapseg_nnunet.cli.plan_and_preprocess import find_planner_class
-    for name in ("MAPSegPlanner", "MAPSegPlannerCPU"):
+    from mapseg_nnunet.cli.plan_and_preprocess import PLANNERS, find_planner_class
+    for name in PLANNERS:
         cls = find_planner_class(name)
         print(f"  {name:34s} {cls.__module__}")
-    print("Network (plans architecture)")
+    print("Networks (plans architecture)")
     import pydoc
-    from mapseg_nnunet.planning.presets import NETWORK_CLASS_NAME
-    located = pydoc.locate(NETWORK_CLASS_NAME)
-    print(f"  {NETWORK_CLASS_NAME}: {'found' if located is not None else 'NOT FOUND'}")
-    problems += located is None
+    from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME, NETWORK_CLASS_NAME
+    for name in (NETWORK_CLASS_NAME, GLC_UNET_CLASS_NAME):
+        located = pydoc.locate(name)
+        print(f"  {name}: {'found' if located is not None else 'NOT FOUND'}")
+        problems += located is None
     print("OK" if problems == 0 else f"{problems} problem(s) found")
     return 0 if problems == 0 else 1
 

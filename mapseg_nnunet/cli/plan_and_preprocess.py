@@ -16,6 +16,8 @@ from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.planning.preprocess import check_raw_dataset, preprocess_atomically
 
 DEFAULT_PLANNER = "MAPSegPlanner"
+PLANNERS = ("MAPSegPlanner", "MAPSegPlannerCPU", "MAPSegResEncPlanner", "MAPSegResEncPlannerCPU",
+            "nnUNetPlannerCPU")
 
 
 def find_planner_class(name: str):
@@ -27,7 +29,7 @@ def find_planner_class(name: str):
     cls = recursive_find_python_class(join(nnunetv2.__path__[0], "experiment_planning"), name,
                                       current_module="nnunetv2.experiment_planning")
     if cls is None:
-        raise SystemExit(f"Unknown planner {name!r}. MAPSeg planners: MAPSegPlanner, MAPSegPlannerCPU.")
+        raise SystemExit(f"Unknown planner {name!r}. MAPSeg planners: {', '.join(PLANNERS)}.")
     return cls
 
 
@@ -61,8 +63,11 @@ def plan_and_preprocess(dataset_ids: List[int], planner: str = DEFAULT_PLANNER,
 
 def plan_and_preprocess_entry(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(
-        description="nnUNetv2_plan_and_preprocess with a MAPSeg planner (MAPSegPlanner: paper preset, plans "
-                    "MAPSegPlans; MAPSegPlannerCPU: CPU preset, plans MAPSegPlansCPU).")
+        description="nnUNetv2_plan_and_preprocess with a MAPSeg planner: MAPSegPlanner / MAPSegPlannerCPU (the "
+                    "paper's network; plans MAPSegPlans / MAPSegPlansCPU), MAPSegResEncPlanner / "
+                    "MAPSegResEncPlannerCPU (nnU-Net's residual-encoder U-Net; MAPSegResEncPlans / "
+                    "MAPSegResEncPlansCPU), or nnU-Net's own, e.g. nnUNetPlannerCPU (the budget-matched stock "
+                    "baseline; nnUNetPlansCPU).")
     parser.add_argument("-d", nargs="+", type=int, required=True, help="[REQUIRED] List of dataset IDs.")
     parser.add_argument("-pl", type=str, default=DEFAULT_PLANNER,
                         help=f"[OPTIONAL] Experiment planner class. Default: {DEFAULT_PLANNER}.")

@@ -1,15 +1,15 @@
 """Sliding-window inference with global-local collaboration (paper Sec. 3.4): the segmentation of a local window
-needs the whole case's global latent.
+needs the whole case's global features (any network of the GLC seam, :mod:`mapseg_nnunet.architectures.glc`).
 
 For one (already intensity-normalised) case ``(C, X, Y, Z)``:
 
 1. zero-pad to at least the patch size (nnU-Net's ``pad_nd_image``, reverted at the end);
 2. global view = the foreground box (non-zero voxels of any channel; MAPSeg's background is exactly 0) resized to
-   the patch size, as in training (:func:`mapseg_nnunet.data.global_local.global_local_sample`); its latent is computed
+   the patch size, as in training (:func:`mapseg_nnunet.data.global_local.global_local_sample`); its fusion map is computed
    **once per case** (once per mirroring when test-time mirroring is on);
 3. windows at nnU-Net's steps (``compute_steps_for_sliding_window``, ``tile_step_size``; the paper's stride 80 on
-   96^3 is step 0.833); each window's local latent is fused with the global latent cropped at the window's box in
-   the global view (:meth:`MAPSegNet.fuse`);
+   96^3 is step 0.833); each window's local features are fused with the global map cropped at the window's box in
+   the global view (``fuse_and_decode``);
 4. optional Gaussian weighting (nnU-Net's ``compute_gaussian``) and test-time mirroring. Mirroring is exact: for
    a flip along axis ``a`` the window, the global view and the window's box are all flipped, which equals running
    the GLC prediction on the flipped case.
@@ -60,15 +60,15 @@ def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_start
                       results_device: Optional[torch.device] = None, progress: bool = False) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``data`` (C, X, Y, Z), already padded to at least
     the patch size, from the windows starting at ``window_starts`` with a
-    :class:`~mapseg_nnunet.architectures.MAPSegNet` ``network`` (in eval mode, on ``device``)."""
+    GLC ``network`` (:class:`~mapseg_nnunet.architectures.glc.GLCNetwork`) (in eval mode, on ``device``)."""
     patch_size = tuple(int(p) for p in patch_size)
     results_device = results_device or device
     data = data.to(results_device)
     view, foreground = global_view(data, patch_size)
     combinations = mirror_combinations(mirror_axes)
     view = view.to(device)
-    global_latents = {axes: network.encoder(torch.flip(view, [a + 2 for a in axes]))
-                      for axes in combinations}
+    global_maps = {axes: network.fusion_map(network.encode(torch.flip(view, [a + 2 for a in axes])))
+                   for axes in combinations}
 
     weight = compute_gaussian(patch_size, sigma_scale=1. / 8, value_scaling_factor=10, dtype=torch.float32,
                               device=results_device) if use_gaussian else torch.ones(patch_size, device=results_device)
@@ -81,8 +81,8 @@ def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_start
         prediction = 0
         for axes in combinations:
             dims = [a + 2 for a in axes]
-            fused, _ = network.fuse(network.encoder(torch.flip(local, dims)), global_latents[axes],
-                                    flip_box(box, axes, patch_size))
+            fused = network.fuse_and_decode(network.encode(torch.flip(local, dims)), global_maps[axes],
+                                            flip_box(box, axes, patch_size))[0]
             prediction = prediction + torch.flip(fused, dims)
         prediction = (prediction / len(combinations))[0].float().to(results_device)
         logits[(slice(None),) + window] += prediction * weight

@@ -27,11 +27,11 @@ from torch import nn
 from mapseg_nnunet.method.masking import MaskingSettings
 
 
-def channelwise_cosine_loss(local_latent: torch.Tensor, global_crop: torch.Tensor) -> torch.Tensor:
-    """1 - cosine similarity between each channel's spatial map in the local latent and in the cropped global
-    latent, averaged over channels and samples. This is the axis the reference implementation uses
+def channelwise_cosine_loss(local_map: torch.Tensor, global_crop: torch.Tensor) -> torch.Tensor:
+    """1 - cosine similarity between each channel's spatial map in the local features and in the cropped global
+    features at the fusion stage, averaged over channels and samples. This is the axis the reference implementation uses
     (CosineEmbeddingLoss on (channels, voxels)), not a per-voxel cosine between feature vectors."""
-    local_maps = local_latent.flatten(2)
+    local_maps = local_map.flatten(2)
     global_maps = global_crop.flatten(2)
     return (1 - F.cosine_similarity(local_maps, global_maps, dim=2, eps=1e-8)).mean()
 
@@ -65,7 +65,7 @@ def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.T
         parts[f"source_seg_{name}"] = seg.item()
         if w.use_glc:
             aux = seg_loss(out["aux_logits"], Y)
-            cos = channelwise_cosine_loss(out["local_latent"], out["global_crop"])
+            cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
             total = total + w.gamma * aux + w.delta * cos
             parts[f"source_global_{name}"], parts[f"source_cos_{name}"] = aux.item(), cos.item()
     return total, parts
@@ -99,7 +99,7 @@ def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batc
         parts["mpl" if name == "masked" else "target_seg_unmasked"] = seg.item()
         if w.use_glc:
             aux = seg_loss(out["aux_logits"], Y_pl)
-            cos = channelwise_cosine_loss(out["local_latent"], out["global_crop"])
+            cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
             total = total + global_weight * aux + cos_weight * cos
             parts[f"target_global_{name}"], parts[f"target_cos_{name}"] = aux.item(), cos.item()
     return total, parts

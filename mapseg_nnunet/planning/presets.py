@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from typing import Dict, Tuple
 
 NETWORK_CLASS_NAME = "mapseg_nnunet.architectures.mapseg_net.MAPSegNet"
+GLC_UNET_CLASS_NAME = "mapseg_nnunet.architectures.glc_unet.GLCUNet"
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,46 @@
+"""The MAPSeg recipe on nnU-Net's residual-encoder U-Net through the stock commands: planning with
+MAPSegResEncPlannerCPU (sharing the MAPSeg plans' preprocessed data and registered targets), MAE, UDA from the MAE
+weights with stock -pretrained_weights, and GLC prediction with nnUNetv2_predict."""
+import glob
+import json
+import os
+
+import torch
+from nnunet_fixtures import run
+
+from test_end_to_end import RESULTS, _predict_and_check
+
+PLANS = "MAPSegResEncPlansCPU"
+
+
+def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
+    root, env = source_with_target
+    # the data are those of MAPSegPlansCPU (same spacing and intensity convention): planning only
+    run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "MAPSegResEncPlannerCPU", "--no_pp", "-npfp", "1",
+         "--no_pbar"], env, cwd=root)
+    plans = json.load(open(os.path.join(env["nnUNet_preprocessed"], RESULTS, PLANS + ".json")))
+    config = plans["configurations"]["3d_fullres"]
+    assert list(plans["configurations"]) == ["3d_fullres"]
+    assert config["architecture"]["network_class_name"] == "mapseg_nnunet.architectures.glc_unet.GLCUNet"
+    kwargs = config["architecture"]["arch_kwargs"]
+    assert kwargs["unet_class_name"].endswith("ResidualEncoderUNet") and kwargs["fusion_stage"] == 2
+    assert config["patch_size"] == [32, 32, 32] and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
+    assert config["normalization_schemes"] == ["NoNormalization"] and config["mapseg"]["intensity"] is not None
+
+    run(["nnUNetv2_train", "901", "3d_fullres", "all", "-tr", "nnUNetTrainerMAPSegMAE_smoke", "-p", PLANS,
+         "-device", "cpu"], env, cwd=root)
+    mae = os.path.join(env["nnUNet_results"], RESULTS, f"nnUNetTrainerMAPSegMAE_smoke__{PLANS}__3d_fullres",
+                       "fold_all", "checkpoint_final.pth")
+    mae_weights = torch.load(mae, map_location="cpu", weights_only=False)["network_weights"]
+    assert mae_weights["unet.decoder.seg_layers.1.weight"].shape[0] == 1  # one output per input channel
+
+    trainer = "nnUNetTrainerMAPSegUDA_smoke"
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu",
+         "-pretrained_weights", mae], env, cwd=root)
+    fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__{PLANS}__3d_fullres", "fold_0")
+    log = open(glob.glob(os.path.join(fold, "training_log_*.txt"))[0]).read()
+    assert "UDA targets (sampled uniformly): Dataset913_TargetC" in log  # the shared data's registered target
+    assert "warm-up done, EMA teacher initialised" in log
+    ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    assert ckpt["mapseg"]["teacher_steps"] == 4 and "fusion.weight" in ckpt["network_weights"]
+    _predict_and_check(root, env, trainer, PLANS, tmp_path)
