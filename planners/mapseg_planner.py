@@ -40,6 +40,9 @@ class PresetPlanner(ExperimentPlanner):
                          suppress_transpose)
         self.lowres_creation_threshold = 0  # no 3d_lowres configuration
 
+    def static_estimate_VRAM_usage(self, *args, **kwargs):
+        return 1  # the preset fixes the patch: nnU-Net's GPU-memory search (which builds the network) has nothing to do
+
 
 class MAPSegPlanner(PresetPlanner):
     preset_name = "paper"
@@ -130,9 +133,6 @@ class nnUNetPlannerCPU(PresetPlanner):
         plan["batch_size"] = self.preset.batch_size
         return plan
 
-    def static_estimate_VRAM_usage(self, *args, **kwargs):
-        return 1  # the patch is fixed: nnU-Net's GPU-memory search (which builds the network) has nothing to do
-
 
 class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
     """MAPSeg plans on nnU-Net's residual-encoder U-Net (``MAPSegResEncPlans``): everything as
@@ -153,10 +153,6 @@ class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
         patch = np.array(self.preset.patch_size)[-len(spacing):]
         unet = ResEncUNetPlanner.get_plans_for_configuration(self, spacing, np.minimum(median_shape, patch),
                                                              data_identifier, approximate_n_voxels_dataset, _cache)
-        if list(unet["patch_size"]) != list(patch):
-            raise DatasetError(f"{self.plans_identifier}: nnU-Net's ResEnc planner shrank the {patch.tolist()} patch "
-                               f"to {list(unet['patch_size'])} for a {self.UNet_vram_target_GB} GB GPU; plan with "
-                               f"-gpu_memory_target GB")
         plan["architecture"] = glc_unet_architecture(unet["architecture"], FUSION_STRIDE)
         return plan
 

@@ -9,14 +9,17 @@ MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_demo}
 TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_demo}
 BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_noMPL_demo}
 TTA_TRAINER=${DEMO_TTA_TRAINER:-nnUNetTrainerMAPSegTTA_demo}
-PLANS=MAPSegPlansCPU
+# the paper's network (MAPSegPlannerCPU -> MAPSegPlansCPU) or nnU-Net's ResEnc U-Net (MAPSegResEncPlannerCPU ->
+# MAPSegResEncPlansCPU): DEMO_PLANNER=MAPSegResEncPlannerCPU make demo
+PLANNER=${DEMO_PLANNER:-MAPSegPlannerCPU}
+PLANS=${PLANNER/Planner/Plans}
 
 echo "== demo cohort: MNI ICBM152 anatomy; T1w source, T2w / other-site / younger-brain targets"
 python -m mapseg_nnunet.dataset_conversion.demo_brain -d ${SOURCE} ${TARGETS} --overwrite
 echo "== set-up check"
 mapseg_nnunet doctor
-echo "== plan + preprocess the source (MAPSegPlannerCPU -> plans ${PLANS})"
-mapseg_plan_and_preprocess -d ${SOURCE} -pl MAPSegPlannerCPU -np 1 -npfp 1
+echo "== plan + preprocess the source (${PLANNER} -> plans ${PLANS})"
+mapseg_plan_and_preprocess -d ${SOURCE} -pl ${PLANNER} -np 1 -npfp 1
 echo "== register the unlabeled targets to the source"
 mapseg_register_targets -s ${SOURCE} -t ${TARGETS} -p ${PLANS}
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-1}
@@ -28,7 +31,7 @@ nnUNetv2_train ${SOURCE} 3d_fullres 0 -tr ${BASELINE} -p ${PLANS} -device cpu -p
 echo "== MAPSeg UDA from the MAE encoder (${TRAINER}: masked pseudo-labeling, EMA teacher, GLC)"
 nnUNetv2_train ${SOURCE} 3d_fullres 0 -tr ${TRAINER} -p ${PLANS} -device cpu -pretrained_weights "${MAE_CHECKPOINT}"
 echo "== GLC prediction on each target's held-out test images, Dice against their test labels"
-PRED="${nnUNet_results}/demo_predictions"
+PRED="${nnUNet_results}/demo_predictions/${PLANS}"
 predict_and_evaluate() {  # INPUT LABELS OUTPUT nnUNetv2_predict-model-arguments...
     local input=$1 labels=$2 output=$3
     shift 3
@@ -46,7 +49,7 @@ done
 
 echo "== test-time UDA: the source-only model (${BASELINE}) is stage 1; it leaves the source site as an nnU-Net zip"
 SOURCE_NAME=$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")
-SITES="$(dirname "${nnUNet_results}")/test_time_sites"
+SITES="$(dirname "${nnUNet_results}")/test_time_sites/${PLANS}"
 rm -rf "${SITES}" && mkdir -p "${SITES}"
 nnUNetv2_export_model_to_zip -d ${SOURCE} -o "${SITES}/stage1.zip" -c 3d_fullres -tr ${BASELINE} -p ${PLANS} -f 0
 # Table 3 reports the source domain on its validation fold: the fold-0 validation cases of the source

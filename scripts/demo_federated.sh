@@ -6,14 +6,15 @@ set -euo pipefail
 eval "$(mapseg_nnunet env)"
 SOURCE=951
 TARGETS="952 953 954"
-PLANS=MAPSegPlansCPU
+PLANS=${DEMO_PLANNER:-MAPSegPlannerCPU}
+PLANS=${PLANS/Planner/Plans}  # as make demo: DEMO_PLANNER=MAPSegResEncPlannerCPU for the U-Net
 FED_TRAINER=${DEMO_FED_TRAINER:-nnUNetTrainerMAPSegFed_demo}
 BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo
 CENTRALIZED=nnUNetTrainerMAPSegUDA_demo
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 SOURCE_NAME=$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")
 MAE_CHECKPOINT="${nnUNet_results}/${SOURCE_NAME}/nnUNetTrainerMAPSegMAE_demo__${PLANS}__3d_fullres/fold_all/checkpoint_final.pth"
-PRED="${nnUNet_results}/demo_predictions"
+PRED="${nnUNet_results}/demo_predictions/${PLANS}"
 if [ ! -f "${MAE_CHECKPOINT}" ] || [ ! -d "${PRED}/${CENTRALIZED}" ]; then
     echo "Run make demo first (its MAE checkpoint and centralized predictions are compared here)" >&2
     exit 1
