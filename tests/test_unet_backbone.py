@@ -5,10 +5,12 @@ import glob
 import json
 import os
 
+import numpy as np
+import SimpleITK as sitk
 import torch
 from nnunet_fixtures import run
 
-from test_end_to_end import RESULTS, _predict_and_check
+from test_end_to_end import RESULTS
 
 PLANS = "MAPSegResEncPlansCPU"
 
@@ -34,13 +36,24 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     mae_weights = torch.load(mae, map_location="cpu", weights_only=False)["network_weights"]
     assert mae_weights["unet.decoder.seg_layers.1.weight"].shape[0] == 1  # one output per input channel
 
-    trainer = "nnUNetTrainerMAPSegUDA_smoke"
-    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", PLANS, "-device", "cpu",
+    trainer, variant = "nnUNetTrainerMAPSegUDA_smoke", PLANS + "_noFinalValidation"  # prediction is checked below
+    run(["mapseg_plans_variant", "-d", "901", "-p", PLANS, "-o", variant, "--set", "final_validation=false"], env,
+        cwd=root)
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", variant, "-device", "cpu",
          "-pretrained_weights", mae], env, cwd=root)
-    fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__{PLANS}__3d_fullres", "fold_0")
+    fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__{variant}__3d_fullres", "fold_0")
     log = open(glob.glob(os.path.join(fold, "training_log_*.txt"))[0]).read()
-    assert "UDA targets (sampled uniformly): Dataset913_TargetC" in log  # the shared data's registered target
+    assert "UDA targets (sampled uniformly): " in log and "Dataset913_TargetC (" in log  # the shared data's target
     assert "warm-up done, EMA teacher initialised" in log
     ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert ckpt["mapseg"]["teacher_steps"] == 4 and "fusion.weight" in ckpt["network_weights"]
-    _predict_and_check(root, env, trainer, PLANS, tmp_path)
+
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    image = os.path.join(env["nnUNet_raw"], RESULTS, "imagesTr", "case000_0000.nii.gz")
+    os.symlink(image, inp / "case000_0000.nii.gz")
+    run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", "901", "-c", "3d_fullres", "-tr", trainer,
+         "-p", variant, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case000.nii.gz")))
+    assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
+    assert set(np.unique(prediction)) <= {0, 1, 2}
