@@ -10,6 +10,8 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
+from mapseg_nnunet.data.atomic import atomic_path
+
 from .cohort import CLASS_NAMES, PLANS, SHIFTS
 
 MIN_GAP = 5.0  # Dice points: below, "fraction of the gap" is noise over a tiny denominator
@@ -39,6 +41,28 @@ def _values(results: dict, method: str, target: str, key: str = "mean") -> List[
     return out
 
 
+def summary(results: dict, targets: Dict[str, str]) -> Dict[str, Dict[str, dict]]:
+    """The machine-readable summary of results.json: ``{method: {shift: {"dice", "std", "gap_closed", "seeds"}}}``
+    with the mean foreground Dice over the seeds that ran the method, its sample std (None for one seed) and the
+    fraction of the floor -> oracle gap it closes, (method - floor) / (oracle - floor) on the means (None when
+    floor or oracle is missing or the gap is under ``MIN_GAP`` Dice points)."""
+    out: Dict[str, Dict[str, dict]] = {}
+    for method, _ in METHODS:
+        for target, shift in targets.items():
+            values = [v for v in _values(results, method, target) if v is not None and not np.isnan(v)]
+            if not values:
+                continue
+            floor, oracle = (_values(results, k, target) for k in ("floor", "oracle"))
+            gap = float(np.mean(oracle) - np.mean(floor)) if floor and oracle else None
+            out.setdefault(method, {})[shift] = {
+                "dice": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "gap_closed": (float(np.mean(values)) - float(np.mean(floor))) / gap
+                if gap is not None and gap >= MIN_GAP else None,
+                "seeds": len(values)}
+    return out
+
+
 def quality_table(results: dict, targets: Dict[str, str]) -> List[str]:
     seeds = len(results["quality"])
     lines = [f"Mean foreground Dice (%) on each target's held-out test labels, mean ± sample std over the seeds "
@@ -52,21 +76,20 @@ def quality_table(results: dict, targets: Dict[str, str]) -> List[str]:
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines += ["", "| method | " + " | ".join(f"gap closed, {v}" for v in targets.values()) + " |",
               "|---|" + "---|" * len(targets)]
+    table = summary(results, targets)
     for method, title in METHODS:
-        if method in ("floor", "oracle"):
+        if method in ("floor", "oracle") or method not in table:
             continue
         cells = []
-        for t in targets:
-            m, f, o = (np.mean(_values(results, k, t)) if _values(results, k, t) else np.nan
-                       for k in (method, "floor", "oracle"))
-            if np.isnan(m) or np.isnan(f) or np.isnan(o):
+        for t, shift in targets.items():
+            row = table[method].get(shift)
+            floor, oracle = (_values(results, k, t) for k in ("floor", "oracle"))
+            if row is None or not floor or not oracle:
                 cells.append("n/a")
-            elif o - f < MIN_GAP:
-                cells.append(f"n/a (ceiling - floor = {o - f:.1f})")
+            elif row["gap_closed"] is None:
+                cells.append(f"n/a (ceiling - floor = {np.mean(oracle) - np.mean(floor):.1f})")
             else:
-                cells.append(f"{100 * (m - f) / (o - f):+.0f} %")
-        if all(c == "n/a" for c in cells):
-            continue
+                cells.append(f"{100 * row['gap_closed']:+.0f} %")
         lines.append(f"| {title} | " + " | ".join(cells) + " |")
     lines += ["", "Per class (mean over seeds):", "",
               "| method | target | " + " | ".join(CLASS_NAMES.values()) + " |",
@@ -188,9 +211,15 @@ def write_report(out: str, runner, command: str, results: dict, speed: Optional[
 
 
 def render(out: str) -> None:
-    data = json.load(open(os.path.join(out, "results.json")))
+    """RESULTS.md and the plots from results.json, whose top-level ``summary`` (:func:`summary`) it (re)writes."""
+    path = os.path.join(out, "results.json")
+    data = json.load(open(path))
     meta, results, speed = data["meta"], data["results"], data["speed"]
     targets = {str(t): name for t, name in SHIFTS.items()}
+    data["summary"] = summary(results, targets)
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        json.dump({"summary": data["summary"], "meta": meta, "results": results, "speed": speed}, f, indent=1,
+                  default=str)
     figures = plots(out, results, targets)
     total = sum(meta["timings_s"].values()) / 60
     lines = ["# Benchmarks: does adaptation happen, and what does it cost?", "",

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from benchmarks.evaluation import dice_scores
-from benchmarks.report import quality_table, render, tta_table
+from benchmarks.report import quality_table, render, summary, tta_table
 
 TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}
 
@@ -42,6 +42,10 @@ def test_quality_table_reports_mean_spread_and_gap_closed():
     assert "| MAPSeg centralized UDA | +50 % | +50 % | +50 % |" in lines  # (60 - 40) / (80 - 40)
     assert "| MAPSeg test-time UDA | +25 % |" in lines
     assert "Fed-MAPSeg" not in lines  # not run: no row
+    table = summary(_results(), TARGETS)
+    assert table["uda"]["cross-site"] == {"dice": 60.0, "std": 2.0, "gap_closed": 0.5, "seeds": 3}
+    assert table["floor"]["cross-age"]["gap_closed"] == 0.0 and table["oracle"]["cross-age"]["gap_closed"] == 1.0
+    assert "fed" not in table
     table3 = "\n".join(tta_table(_results(), TARGETS))
     assert "| cross-site | 70.0 ± 0.0 | 68.0 ± 0.0 | 45.0 ± 0.0 | 50.0 ± 0.0 |" in table3
 
@@ -58,5 +62,7 @@ def test_render_writes_results_and_plots(tmp_path):
     text = open(tmp_path / "RESULTS.md").read()
     assert "`abc`" in text and "| GLC inference / stock | 1.50 | x |" in text
     assert "| cross-sequence (T2w) | 52.0 | 52.0 | 2 / 2 |" in text  # Score picks the last epoch, as the oracle
+    stored = json.load(open(tmp_path / "results.json"))["summary"]
+    assert stored == summary(results, TARGETS)
     for png in ("dice_per_method.png", "score_vs_target_dice.png"):
         assert (tmp_path / png).stat().st_size > 1000

@@ -6,7 +6,6 @@ whole stage-1 network; every iteration is Eq. 10 on a target batch (masked and u
 teacher's pseudo-labels, GLC terms), then the EMA update (Eq. 3). No labels exist: validation measures, on the
 held-out target cases of the fold, L_MPL and the student's agreement with the teacher (logged by nnU-Net as the
 pseudo Dice); Score = -L_MPL drives ``checkpoint_best.pth`` and early stopping."""
-import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.method.losses import masked_pseudo_label_check

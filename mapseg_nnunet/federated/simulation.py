@@ -10,13 +10,11 @@ would put the server trainer's model, e.g. ``nnUNet_results/DatasetXXX/nnUNetTra
 (README)."""
 from __future__ import annotations
 
-import argparse
 import os
 import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import tomllib
 from typing import Dict, List, Optional

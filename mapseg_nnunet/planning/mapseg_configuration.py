@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Optional, Sequence, Tuple
 
-from mapseg_nnunet.architectures.glc_unet import SUPPORTED_UNETS
+from mapseg_nnunet.architectures.glc_unet import SUPPORTED_UNETS, cumulative_strides
 from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME, NETWORK_CLASS_NAME, MAPSegPreset
 
 # GLC U-Nets fuse the global view at the encoder stage of this output stride (MAPSegNet's latent stride)
@@ -30,11 +30,8 @@ def is_mapseg_configuration(configuration: dict) -> bool:
 def fusion_stage_for_stride(strides: Sequence, fusion_stride: int) -> int:
     """The first encoder stage whose output stride reaches ``fusion_stride`` on every axis (the deepest stage when
     none does)."""
-    cumulative = [1, 1, 1]
-    for stage, stride in enumerate(strides):
-        stride = list(stride) if isinstance(stride, (list, tuple)) else [stride] * 3
-        cumulative = [c * s for c, s in zip(cumulative, stride)]
-        if min(cumulative) >= fusion_stride:
+    for stage in range(len(strides)):
+        if min(cumulative_strides(strides, stage)) >= fusion_stride:
             return stage
     return len(strides) - 1
 

@@ -7,11 +7,10 @@ channel count, NaN), and atomic outputs (plans written then renamed; preprocesse
 ``.partial`` folder and renamed when complete)."""
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import shutil
-from typing import List, Optional, Sequence
+from typing import Sequence
 
 from batchgenerators.utilities.file_and_folder_operations import isdir, join, load_json
 

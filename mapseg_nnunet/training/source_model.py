@@ -16,11 +16,9 @@ preprocessed data.
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import os
 import shutil
-from typing import List, Optional
 
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
