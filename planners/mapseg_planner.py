@@ -150,6 +150,8 @@ class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
                                     _cache):
         plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
+        if len(spacing) != 3:
+            return plan  # nnU-Net also plans a 2d configuration; save_plans keeps only 3d_fullres
         patch = np.array(self.preset.patch_size)[-len(spacing):]
         unet = ResEncUNetPlanner.get_plans_for_configuration(self, spacing, np.minimum(median_shape, patch),
                                                              data_identifier, approximate_n_voxels_dataset, _cache)

@@ -49,7 +49,8 @@ def test_starts_out_as_the_plain_unet(unet_class_name):
 def test_global_crop_is_the_global_map_at_the_box():
     torch.manual_seed(0)
     net = tiny_glc_unet(fusion_stage=2).eval()  # stride 4: 16^3 view -> 4^3 map
-    assert net.fusion_stride == (4, 4, 4) and cumulative_strides([[1, 1, 1], [2, 1, 2], [2, 2, 2]], 2) == (4, 2, 4)
+    assert net.fusion_stride == (4, 4, 4) and cumulative_strides([[1, 1, 1], [2, 1, 2], [2, 2, 2]], 2) == (4, 2, 4) \
+        and cumulative_strides([[1, 1], [2, 2], [2, 1]], 2) == (4, 2) and cumulative_strides([1, 2, 2], 1) == (2,)
     g = torch.rand(1, 1, 16, 16, 16)
     with torch.no_grad():
         features = net.encode(g)

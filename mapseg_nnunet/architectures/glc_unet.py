@@ -29,8 +29,10 @@ SUPPORTED_UNETS = ("dynamic_network_architectures.architectures.unet.PlainConvUN
 
 
 def cumulative_strides(strides: Sequence, stage: int) -> Tuple[int, ...]:
-    """Per-axis stride of encoder stage ``stage``'s output (the product of the strides up to it)."""
-    per_stage = [np.broadcast_to(np.asarray(s, dtype=np.int64), (3,)) for s in strides[:stage + 1]]
+    """Per-axis stride of encoder stage ``stage``'s output (the product of the strides up to it); a scalar stride
+    applies to every axis (as in dynamic-network-architectures)."""
+    ndim = max((np.size(s) for s in strides), default=1)
+    per_stage = [np.broadcast_to(np.asarray(s, dtype=np.int64), (ndim,)) for s in strides[:stage + 1]]
     return tuple(int(v) for v in np.prod(per_stage, axis=0))
 
 
