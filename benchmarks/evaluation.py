@@ -140,7 +140,8 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
             epoch = int(checkpoint.split("_")[-1].split(".")[0])
             dice = on_targets(uda, f"s{first}/uda_epochs/{epoch}", ablation_targets, checkpoint=checkpoint)
             record = next(r for r in history if r["epoch"] == epoch)
-            per_epoch.append({"epoch": epoch, "score": record["score"], "source_dice": record["source_dice"],
+            per_epoch.append({"epoch": epoch, "score": record["score"], "adapted": record.get("adapted", True),
+                              "source_dice": record["source_dice"],
                               "mpl": record["mpl"], "target_dice": {str(t): dice[t]["mean"] for t in dice}})
         results["selection"] = per_epoch
     return results

@@ -11,6 +11,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from mapseg_nnunet.data.atomic import atomic_path
+from mapseg_nnunet.method.selection import replaces_best
 
 from .cohort import CLASS_NAMES, PLANS, SHIFTS
 
@@ -134,9 +135,12 @@ def selection_table(results: dict, targets: Dict[str, str]) -> List[str]:
     epochs = results["selection"]
     if not epochs:
         return ["No per-epoch checkpoints were kept in this run."]
-    best_score = max(epochs, key=lambda e: e["score"])
+    best_score = None
+    for epoch in epochs:  # the trainer's own rule: once adaptation ran, only adapted epochs compete
+        best_score = epoch if replaces_best({"adapted": True, **epoch}, best_score) else best_score
     lines = ["Centralized UDA, first seed, one checkpoint per epoch. Score = source validation Dice - 0.5 x mean "
-             "L_MPL (label-free); the oracle choice uses the target test labels.", "",
+             "L_MPL (label-free), compared among adapted epochs once adaptation ran; the oracle choice uses the "
+             "target test labels.", "",
              "| target | Dice of the Score-selected epoch | Dice of the best epoch (oracle) | epochs (Score / oracle) |",
              "|---|---|---|---|"]
     for t, name in targets.items():

@@ -59,8 +59,9 @@ straight.run_training()
 reference, best = load('checkpoint_final.pth')['mapseg'], load('checkpoint_best.pth')
 history = [h['score'] for h in reference['score_history']]
 assert len(history) == 4 and reference['teacher_steps'] == 12, reference
-best_epoch = max(range(4), key=lambda e: (history[e], -e))  # first epoch with the highest Score
-assert best['current_epoch'] == best_epoch + 1 and best['mapseg']['best_score'] == history[best_epoch], (
+assert [h['adapted'] for h in reference['score_history']] == [False, True, True, True]
+best_epoch = max(range(1, 4), key=lambda e: (history[e], -e))  # first adapted epoch with the highest Score
+assert best['current_epoch'] == best_epoch + 1 and best['mapseg']['best_record']['score'] == history[best_epoch], (
     history, best['current_epoch'])
 assert reference['epochs_without_improvement'] == 3 - best_epoch
 

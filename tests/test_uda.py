@@ -11,10 +11,10 @@ from mapseg_nnunet.architectures import MAPSegNet
 from mapseg_nnunet.method.losses import channelwise_cosine_loss
 from mapseg_nnunet.planning.presets import PRESETS
 from mapseg_nnunet.training.schedules import ConstantThenCosineLR, CosineWarmRestartsLR, RoundCosineLR
-from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
 from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
-from mapseg_nnunet.method.selection import selection_score
+from mapseg_nnunet.method.selection import replaces_best, selection_score
 
 P = 24
 
@@ -71,6 +71,38 @@ def test_target_loss_centralized_and_eq10(setting, self_supervised):
     assert not any(p.requires_grad for p in teacher.parameters())
 
 
+def test_confidence_weighted_pseudo_labels_and_student_views(setting):
+    net, b = setting
+    teacher = make_teacher(net)
+    w, loss, masking = MAPSegLossWeights(), seg_loss(), MaskingSettings(ratio=0.0)
+    t_out = teacher(b["data"], b["global"], b["box"])
+    confidence = t_out["logits"].softmax(1).max(1).values
+    threshold = float(confidence.flatten().quantile(0.3))  # 70 % of the local voxels are confident
+    global_share = float((t_out["aux_logits"].softmax(1).max(1).values > threshold).float().mean())
+    hard, hard_parts = target_loss(net, teacher, loss, b, w, masking)
+    weighted, parts = target_loss(net, teacher, loss, b, w, masking,
+                                  pseudo_labeling=PseudoLabelSettings("confidence", threshold))
+    out = net(b["data"], b["global"], b["box"])
+    pl, PL = t_out["logits"].argmax(1, keepdim=True), t_out["aux_logits"].argmax(1, keepdim=True)
+    seg, aux = loss(out["logits"], pl), loss(out["aux_logits"], PL)
+    cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
+    share = float((confidence > threshold).float().mean())
+    assert 0.6 < share < 0.8 and hard_parts["pseudo_label_weight"] == 1.0
+    assert parts["pseudo_label_weight"] == pytest.approx(share)
+    torch.testing.assert_close(weighted, share * seg + 2 * 0.05 * global_share * aux + 2 * 0.025 * cos)
+    assert parts["mpl"] == pytest.approx(hard_parts["mpl"])  # the Score's L_MPL stays unweighted
+    # augmented student views: the student sees them, the teacher's pseudo-labels come from the clean views
+    student_views = {**b, "student_data": 1 - b["data"], "student_global": 1 - b["global"]}
+    augmented, _ = target_loss(net, teacher, loss, student_views, w, masking)
+    s_out = net(1 - b["data"], 1 - b["global"], b["box"])
+    expected = loss(s_out["logits"], pl) + 2 * 0.05 * loss(s_out["aux_logits"], PL) + \
+        2 * 0.025 * channelwise_cosine_loss(s_out["local_features"], s_out["global_crop"])
+    torch.testing.assert_close(augmented, expected)
+    for bad in (PseudoLabelSettings("soft"), PseudoLabelSettings("confidence", 1.0)):
+        with pytest.raises(ValueError, match="pseudo_labeling"):
+            bad.check()
+
+
 def test_ablation_switches(setting):
     net, b = setting
     total, parts = source_loss(net, seg_loss(), b, MAPSegLossWeights(use_glc=False), MaskingSettings(ratio=0.0))
@@ -93,6 +125,21 @@ def test_ema_update_and_schedules():
 def test_selection_score():
     assert selection_score(0.8, -0.6) == pytest.approx(1.1)  # nnU-Net's Dice+CE is CE - soft Dice: can be < 0
     assert selection_score(0.8, 0.2) == pytest.approx(0.7)
+
+
+def test_selection_compares_adapted_epochs_only_once_adaptation_ran():
+    warmup = [{"adapted": False, "score": 0.70}, {"adapted": False, "score": 0.75}]
+    adapted = [{"adapted": True, "score": 0.40}, {"adapted": True, "score": 0.45}, {"adapted": True, "score": 0.42}]
+    best = None
+    chosen = []
+    for record in warmup + adapted:
+        if replaces_best(record, best):
+            best = record
+        chosen.append(best["score"])
+    # the warm-up epoch with Score 0.75 leads until the first adapted epoch replaces it despite its lower Score
+    assert chosen == [0.70, 0.75, 0.40, 0.45, 0.45]
+    assert not replaces_best({"adapted": False, "score": 9.0}, {"adapted": True, "score": 0.1})
+    assert replaces_best({"adapted": False, "score": 0.8}, {"adapted": False, "score": 0.7})  # source-only runs
 
 
 def test_lr_schedules_in_iterations():

@@ -3,7 +3,12 @@
 Warm-up (``warmup_iterations``) on the labeled source with Eq. 9; then the EMA teacher is copied from the student
 and every iteration adds the target terms on a target batch (masked pseudo-labeling + GLC). Selection: Score =
 source validation Dice - 0.5 x epoch-mean L_MPL drives ``checkpoint_best.pth`` and early stopping. Without
-registered targets (or on plans that have none) it trains the source terms only and says so."""
+registered targets (or on plans that have none) it trains the source terms only and says so.
+
+Beyond the paper, each off by default: intensity augmentation of the source views (``source_intensity``: nnU-Net's
+intensity transforms and contrast randomization, :mod:`mapseg_nnunet.data.intensity_augmentation`), of the target
+student's views (``target_student_intensity``; the teacher always sees the clean views), and confidence-weighted
+pseudo-labels (``pseudo_labeling.weighting = "confidence"``)."""
 import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
@@ -12,9 +17,10 @@ from mapseg_nnunet.data.augmenter import wrap_in_augmenter
 from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
                                              SourceTargetLoader, single_dataset_loaders)
 from mapseg_nnunet.data.target_registry import training_domains
-from mapseg_nnunet.method.losses import MAPSegLossWeights, source_loss, target_loss
+from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation
+from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
-from mapseg_nnunet.method.selection import mean_over_ranks, selection_score
+from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selection_score
 from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
 from mapseg_nnunet.training.schedules import CosineWarmRestartsLR
@@ -38,6 +44,9 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.patience_epochs = 20
         self.loss_weights = MAPSegLossWeights()
         self.masking = MaskingSettings()
+        self.pseudo_labeling = PseudoLabelSettings()
+        self.source_intensity = IntensityAugmentation()
+        self.target_student_intensity = IntensityAugmentation()
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
         self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
@@ -49,7 +58,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.teacher = None
         self.iteration = 0
         self.teacher_steps = 0
-        self.score_history, self.best_score, self.epochs_without_improvement = [], None, 0
+        self.score_history, self.best_record, self.epochs_without_improvement = [], None, 0
         self._epoch_mpl = []
 
     # ---- data
@@ -72,10 +81,12 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    f"training the source terms only (register targets with "
                                    f"mapseg_register_targets -s {source} -t ... -p {plans}).")
         patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
+        self.pseudo_labeling.check()
         train = SourceTargetLoader(
-            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True),
-            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False)
-            if targets else None)
+            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True,
+                                  views=self.source_intensity),
+            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False,
+                                  student=self.target_student_intensity) if targets else None)
         val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
                                     training=False)
         return wrap_in_augmenter(train, val, self.device)
@@ -86,7 +97,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return wrap_in_augmenter(*single_dataset_loaders(
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
             self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation), self.device)
+            self.target_augmentation, student=self.target_student_intensity), self.device)
 
     def _to_device(self, batch):
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
@@ -116,7 +127,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             if adapt:
                 self.teacher.train(self.teacher_dropout)
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
-                                              self._to_device(batch["target"]), self.loss_weights, self.masking)
+                                              self._to_device(batch["target"]), self.loss_weights, self.masking,
+                                              pseudo_labeling=self.pseudo_labeling)
                 loss = loss + t_loss
                 self._epoch_mpl.append(t_parts["mpl"])
             return (loss,)
@@ -127,7 +139,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         """One step of Eq. 10 on an unlabeled target batch (test-time UDA, federated clients)."""
         def compute_loss():
             loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
-                                      self.loss_weights, self.masking, self_supervised=True)
+                                      self.loss_weights, self.masking, self_supervised=True,
+                                      pseudo_labeling=self.pseudo_labeling)
             self._epoch_mpl.append(parts["mpl"])
             return (loss,)
 
@@ -157,7 +170,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
 
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
-        record = {"epoch": self.current_epoch, **self.selection_record(),
+        record = {"epoch": self.current_epoch, "adapted": bool(self._epoch_mpl), **self.selection_record(),
                   "alpha": ema_alpha(self.teacher_steps, self.ema_schedule) if self.teacher is not None else None}
         self.score_history.append(record)
         self.print_to_log_file(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
@@ -170,10 +183,13 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return {"source_dice": dice, "mpl": mpl, "score": selection_score(dice, mpl)}
 
     def is_new_best(self) -> bool:
-        score = self.score_history[-1]["score"]
-        if self.best_score is None or score > self.best_score:
-            self.best_score, self.epochs_without_improvement = score, 0
-            self.print_to_log_file(f"New best Score: {score:.4f}")
+        record = self.score_history[-1]
+        if replaces_best(record, self.best_record):
+            if self.best_record is not None and record["adapted"] and not self.best_record["adapted"]:
+                self.print_to_log_file("First epoch with target terms: warm-up epochs no longer compete (their "
+                                       "L_MPL is 0 by construction)")
+            self.best_record, self.epochs_without_improvement = record, 0
+            self.print_to_log_file(f"New best Score: {record['score']:.4f}")
             return True
         self.epochs_without_improvement += 1
         return False
@@ -193,7 +209,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             checkpoint["network_weights"] = teacher
         checkpoint["mapseg"] = {"student_weights": student, "teacher_weights": teacher,
                                 "predict_with": self.predict_with, "teacher_steps": self.teacher_steps,
-                                "score_history": self.score_history, "best_score": self.best_score,
+                                "score_history": self.score_history, "best_record": self.best_record,
                                 "epochs_without_improvement": self.epochs_without_improvement}
 
     def restore_from_checkpoint(self, checkpoint: dict) -> None:
@@ -207,7 +223,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.teacher.load_state_dict(extra["teacher_weights"])
         self.teacher_steps = extra["teacher_steps"]
         self.score_history = extra["score_history"]
-        self.best_score = extra["best_score"]
+        self.best_record = extra["best_record"]
         self.epochs_without_improvement = extra["epochs_without_improvement"]
 
 

@@ -17,7 +17,11 @@ global view come from the same transformed volume and the box is exact:
    0.5``, which is the same convention, so the box is exact (tested with coordinate-valued volumes).
 
 :class:`GlobalLocalDataLoader` runs this inside nnU-Net's background workers (it is a batchgenerators
-``DataLoader``), sampling domains uniformly (domain-balanced) and then a case within the domain.
+``DataLoader``), sampling domains uniformly (domain-balanced) and then a case within the domain. Intensity
+augmentation (:mod:`mapseg_nnunet.data.intensity_augmentation`) comes last, with the same parameters for both views
+of a sample: ``views`` changes the views themselves (labeled source), ``student`` adds augmented copies
+``student_data`` / ``student_global`` next to the clean views (unlabeled targets: clean views for the teacher's
+pseudo-labels, augmented ones for the student).
 """
 from __future__ import annotations
 
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 from batchgenerators.dataloading.data_loader import DataLoader
 
 from mapseg_nnunet.data.intensity import draw_training_percentile, normalize_case
+from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation, transform_views
 
 
 @dataclass(frozen=True)
@@ -169,12 +174,14 @@ class GlobalLocalDataLoader(DataLoader):
     """Batches of global-local samples from one or more domains (nnU-Net datasets), domain-balanced.
 
     Keys: ``data``, ``global`` (B, C, *patch) float32, ``box`` (B, 3, 2), ``domain`` (B,) int64, ``keys``;
-    ``target``/``global_target`` (B, 1, *patch) when ``with_labels``. Labeled domains keep nnU-Net's -1 outside
-    the non-zero mask; callers map it to background for the loss."""
+    ``target``/``global_target`` (B, 1, *patch) when ``with_labels``; ``student_data``/``student_global`` when
+    ``student`` augmentation is active. Labeled domains keep nnU-Net's -1 outside the non-zero mask; callers map it
+    to background for the loss."""
 
     def __init__(self, domains: List[Tuple[str, object]], batch_size: int, patch_size: Sequence[int],
                  intensity: Optional[dict], augmentation: GlobalLocalAugmentation, with_labels: bool,
-                 training: bool = True):
+                 training: bool = True, views: Optional[IntensityAugmentation] = None,
+                 student: Optional[IntensityAugmentation] = None):
         super().__init__(domains, batch_size, 1, None, True, False, True)
         if not domains:
             raise ValueError("GlobalLocalDataLoader needs at least one domain")
@@ -184,6 +191,8 @@ class GlobalLocalDataLoader(DataLoader):
         self.augmentation = augmentation
         self.with_labels = with_labels
         self.training = training
+        self.view_transforms = views.transforms() if views is not None and views.active else []
+        self.student_transforms = student.transforms() if student is not None and student.active else []
         self.rng = None
 
     def _rng(self) -> np.random.Generator:
@@ -209,6 +218,12 @@ class GlobalLocalDataLoader(DataLoader):
             domains.append(d)
             keys.append(f"{self.domains[d][0]}/{key}")
         batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in ("data", "global", "box")}
+        if self.view_transforms:
+            views = [transform_views(self.view_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
+            batch["data"], batch["global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
+        if self.student_transforms:
+            views = [transform_views(self.student_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
+            batch["student_data"], batch["student_global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
         if self.with_labels:
             batch["target"] = torch.from_numpy(np.stack([s["target"] for s in samples]).astype(np.int16))
             batch["global_target"] = torch.from_numpy(np.stack([s["global_target"] for s in samples])
@@ -233,12 +248,13 @@ class SourceTargetLoader(DataLoader):
 
 def single_dataset_loaders(name: str, folder: str, dataset_class, train_keys: Sequence[str],
                            val_keys: Sequence[str], batch_size: int, patch_size: Sequence[int],
-                           intensity: Optional[dict], augmentation: GlobalLocalAugmentation
+                           intensity: Optional[dict], augmentation: GlobalLocalAugmentation,
+                           student: Optional[IntensityAugmentation] = None
                            ) -> Tuple[GlobalLocalDataLoader, GlobalLocalDataLoader]:
     """Unlabeled training and validation loaders on one dataset's own cases (a target site: test-time UDA and
     federated clients); validation samples are unaugmented."""
     train = GlobalLocalDataLoader([(name, dataset_class(folder, train_keys))], batch_size, patch_size, intensity,
-                                  augmentation, False)
+                                  augmentation, False, student=student)
     val = GlobalLocalDataLoader([(name, dataset_class(folder, val_keys))], batch_size, patch_size, intensity,
                                 NO_AUGMENTATION, False, training=False)
     return train, val

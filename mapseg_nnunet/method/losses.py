@@ -13,7 +13,11 @@ global view, ``^M`` masked, ``s``/``t`` source/target):
   cos(x_t^M, X_t^M))``
 
 with beta = 0.5, gamma = 0.05, delta = 0.025 (paper; the reference code's grouping gives the same effective
-weights). Pseudo-labels are the teacher's hard argmax on the unmasked views, detached.
+weights). Pseudo-labels are the teacher's hard argmax on the unmasked (clean) views, detached. When the batch
+carries intensity-augmented student views (``student_data`` / ``student_global``) the student sees those (masked)
+and the teacher the clean ones. :class:`PseudoLabelSettings` ``weighting = "confidence"`` (beyond the paper; MIC's
+quality weight) scales each pseudo-labeled term by the share of voxels whose teacher probability exceeds
+``threshold``; the L_MPL reported for the Score is always the unweighted term.
 """
 from __future__ import annotations
 
@@ -45,6 +49,24 @@ class MAPSegLossWeights:
     use_mpl: bool = True     # ablation: without MPL no target terms (source-only with masking)
 
 
+@dataclass
+class PseudoLabelSettings:
+    weighting: str = "hard"   # 'hard': the paper's argmax with weight 1; 'confidence': MIC's quality weight
+    threshold: float = 0.968  # teacher probability counted as confident (MIC's value)
+
+    def check(self) -> None:
+        if self.weighting not in ("hard", "confidence"):
+            raise ValueError(f"pseudo_labeling.weighting must be 'hard' or 'confidence', got {self.weighting!r}")
+        if not 0 < self.threshold < 1:
+            raise ValueError(f"pseudo_labeling.threshold must be in (0, 1), got {self.threshold}")
+
+    def weight(self, confidence: torch.Tensor) -> torch.Tensor:
+        """Weight of a pseudo-labeled term given the teacher's per-voxel maximum probability."""
+        if self.weighting == "hard":
+            return torch.ones((), device=confidence.device)
+        return (confidence > self.threshold).float().mean()
+
+
 def _forward(network: nn.Module, x: torch.Tensor, g: torch.Tensor, boxes: torch.Tensor, use_glc: bool):
     if use_glc:
         return network(x, g, boxes)
@@ -73,34 +95,43 @@ def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.T
 
 @torch.no_grad()
 def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: bool):
+    """The teacher's hard labels on the clean local and global views and its maximum probability per voxel:
+    ``(local, global, local_confidence, global_confidence)`` (global ones None without GLC)."""
     out = _forward(teacher, batch["data"], batch["global"], batch["box"], use_glc)
-    local = out["logits"].argmax(1, keepdim=True)
-    global_ = out["aux_logits"].argmax(1, keepdim=True) if use_glc else None
-    return local, global_
+    local_confidence, local = out["logits"].softmax(1).max(1, keepdim=True)
+    if not use_glc:
+        return local, None, local_confidence, None
+    global_confidence, global_ = out["aux_logits"].softmax(1).max(1, keepdim=True)
+    return local, global_, local_confidence, global_confidence
 
 
 def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor],
-                w: MAPSegLossWeights, masking: MaskingSettings, self_supervised: bool = False
+                w: MAPSegLossWeights, masking: MaskingSettings, self_supervised: bool = False,
+                pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings()
                 ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Centralized target terms (``self_supervised=False``) or Eq. 10 (``True``). ``parts['mpl']`` is
-    seg(f(x_t^M), f_T(x_t)), the L_MPL of the model-selection Score."""
-    x, g, boxes = batch["data"], batch["global"], batch["box"]
-    y_pl, Y_pl = pseudo_labels(teacher, batch, w.use_glc)
+    seg(f(x_t^M), f_T(x_t)) (unweighted), the L_MPL of the model-selection Score; ``parts['pseudo_label_weight']``
+    the weight of the local pseudo-labeled terms."""
+    boxes = batch["box"]
+    x, g = batch.get("student_data", batch["data"]), batch.get("student_global", batch["global"])
+    y_pl, Y_pl, confidence, global_confidence = pseudo_labels(teacher, batch, w.use_glc)
+    local_pl_weight = pseudo_labeling.weight(confidence)
+    global_pl_weight = pseudo_labeling.weight(global_confidence) if w.use_glc else None
     xm, gm = masking.masked(x, g)
     views = [("masked", xm, gm)] + ([("unmasked", x, g)] if self_supervised else [])
     local_weight = w.beta if self_supervised else 1.0
     global_weight = w.gamma if self_supervised else 2 * w.gamma
     cos_weight = w.delta if self_supervised else 2 * w.delta
-    total, parts = 0.0, {}
+    total, parts = 0.0, {"pseudo_label_weight": float(local_pl_weight)}
     for name, xi, gi in views:
         out = _forward(student, xi, gi, boxes, w.use_glc)
         seg = seg_loss(out["logits"], y_pl)
-        total = total + local_weight * seg
+        total = total + local_weight * local_pl_weight * seg
         parts["mpl" if name == "masked" else "target_seg_unmasked"] = seg.item()
         if w.use_glc:
             aux = seg_loss(out["aux_logits"], Y_pl)
             cos = channelwise_cosine_loss(out["local_features"], out["global_crop"])
-            total = total + global_weight * aux + cos_weight * cos
+            total = total + global_weight * global_pl_weight * aux + cos_weight * cos
             parts[f"target_global_{name}"], parts[f"target_cos_{name}"] = aux.item(), cos.item()
     return total, parts
 
@@ -111,7 +142,7 @@ def masked_pseudo_label_check(student: nn.Module, teacher: nn.Module, seg_loss: 
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Label-free validation: L_MPL = seg(f(x^M), f_T(x)) without gradients, with the student's logits on the
     masked input and the teacher's pseudo-labels, ``(mpl, logits, pseudo_labels)``."""
-    y_pl, _ = pseudo_labels(teacher, batch, w.use_glc)
+    y_pl = pseudo_labels(teacher, batch, w.use_glc)[0]
     xm, gm = masking.masked(batch["data"], batch["global"])
     logits = _forward(student, xm, gm, batch["box"], w.use_glc)["logits"]
     return seg_loss(logits, y_pl), logits, y_pl
