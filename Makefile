@@ -11,7 +11,7 @@ WORK        ?= $(CURDIR)/work_dirs
 NNUNET_ENV  := nnUNet_raw=$(WORK)/nnUNet_raw nnUNet_preprocessed=$(WORK)/nnUNet_preprocessed \
                nnUNet_results=$(WORK)/nnUNet_results nnUNet_compile=f nnUNet_def_n_proc=1
 
-.PHONY: install test demo demo-federated benchmarks benchmarks-quick learning-curve clean
+.PHONY: install test demo demo-federated benchmarks benchmarks-quick learning-curve contrast-randomization clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,9 @@ benchmarks-quick: install
 
 learning-curve: install
 	$(BIN)/python -m benchmarks.learning_curve
+
+contrast-randomization: install
+	$(BIN)/python -m benchmarks.contrast_randomization
 
 clean:
 	rm -rf $(WORK)

@@ -26,14 +26,19 @@ def dice_scores(prediction: np.ndarray, reference: np.ndarray, labels=LABELS) ->
 
 
 def score_folder(prediction_folder: str, label_folder: str) -> dict:
-    """Mean per-class Dice (%) over the cases of ``label_folder`` and their mean ('mean'), saved as scores.json."""
-    per_case = {}
+    """Mean per-class Dice (%) over the cases of ``label_folder`` and their mean ('mean'), and the voxel accuracy
+    (%) inside the reference's foreground (label > 0: how often a pseudo-label from this model would be right),
+    saved as scores.json."""
+    per_case, correct, counted = {}, 0, 0
     for name in sorted(f for f in os.listdir(label_folder) if f.endswith(".nii.gz")):
         reference = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(label_folder, name)))
         prediction = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(prediction_folder, name)))
         per_case[name] = dice_scores(prediction, reference)
+        correct += int((prediction == reference)[reference > 0].sum())
+        counted += int((reference > 0).sum())
     classes = {str(label): 100 * float(np.nanmean([c[label] for c in per_case.values()])) for label in LABELS}
     result = {"classes": classes, "mean": float(np.nanmean(list(classes.values()))),
+              "foreground_voxel_accuracy": 100 * correct / max(counted, 1),
               "cases": {k: {str(label): v for label, v in c.items()} for k, c in per_case.items()}}
     with open(os.path.join(prediction_folder, "scores.json"), "w") as f:
         json.dump(result, f, indent=1)

@@ -29,16 +29,21 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     assert config["patch_size"] == [32, 32, 32] and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
     assert config["normalization_schemes"] == ["NoNormalization"] and config["mapseg"]["intensity"] is not None
 
-    run(["nnUNetv2_train", "901", "3d_fullres", "all", "-tr", "nnUNetTrainerMAPSegMAE_smoke", "-p", PLANS,
+    # short budgets through plans variants (the stock way): MAE 2 iterations; UDA 2 warm-up + 2 adapting
+    mae_plans, uda_plans = PLANS + "_maeShort", PLANS + "_udaShort"
+    run(["mapseg_plans_variant", "-d", "901", "-p", PLANS, "-o", mae_plans, "--set", "num_epochs=1",
+         "num_iterations_per_epoch=2", "num_val_iterations_per_epoch=1"], env, cwd=root)
+    run(["mapseg_plans_variant", "-d", "901", "-p", PLANS, "-o", uda_plans, "--set", "num_epochs=2",
+         "num_iterations_per_epoch=2", "num_val_iterations_per_epoch=1", "warmup_iterations=2",
+         "final_validation=false"], env, cwd=root)  # prediction is checked below
+    run(["nnUNetv2_train", "901", "3d_fullres", "all", "-tr", "nnUNetTrainerMAPSegMAE", "-p", mae_plans,
          "-device", "cpu"], env, cwd=root)
-    mae = os.path.join(env["nnUNet_results"], RESULTS, f"nnUNetTrainerMAPSegMAE_smoke__{PLANS}__3d_fullres",
+    mae = os.path.join(env["nnUNet_results"], RESULTS, f"nnUNetTrainerMAPSegMAE__{mae_plans}__3d_fullres",
                        "fold_all", "checkpoint_final.pth")
     mae_weights = torch.load(mae, map_location="cpu", weights_only=False)["network_weights"]
     assert mae_weights["unet.decoder.seg_layers.1.weight"].shape[0] == 1  # one output per input channel
 
-    trainer, variant = "nnUNetTrainerMAPSegUDA_smoke", PLANS + "_noFinalValidation"  # prediction is checked below
-    run(["mapseg_plans_variant", "-d", "901", "-p", PLANS, "-o", variant, "--set", "final_validation=false"], env,
-        cwd=root)
+    trainer, variant = "nnUNetTrainerMAPSegUDA", uda_plans
     run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", variant, "-device", "cpu",
          "-pretrained_weights", mae], env, cwd=root)
     fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__{variant}__3d_fullres", "fold_0")
@@ -46,7 +51,7 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     assert "UDA targets (sampled uniformly): " in log and "Dataset913_TargetC (" in log  # the shared data's target
     assert "warm-up done, EMA teacher initialised" in log
     ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
-    assert ckpt["mapseg"]["teacher_steps"] == 4 and "fusion.weight" in ckpt["network_weights"]
+    assert ckpt["mapseg"]["teacher_steps"] == 2 and "fusion.weight" in ckpt["network_weights"]
 
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
