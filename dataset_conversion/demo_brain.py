@@ -5,11 +5,15 @@ Writes into ``nnUNet_raw`` (deterministic given ``--seed``):
 
 * a labeled **source** (T1w), ``Dataset{S}_DemoBrainSourceT1w``: imagesTr + labelsTr;
 * three unlabeled **targets**, each with imagesTr (no labels) and a labeled test split imagesTs/labelsTs used for
-  evaluation only, reproducing the domain shifts of the MAPSeg paper:
+  evaluation only, modelled on the domain shifts of the MAPSeg paper:
   - ``DemoBrainTargetT2w`` (cross-sequence): T2w-like tissue contrast (CSF bright, WM dark);
-  - ``DemoBrainTargetSite`` (cross-site): the T1w contrast through another "scanner": smooth multiplicative bias
-    field, blur, noise and a non-linear intensity response;
-  - ``DemoBrainTargetAge`` (cross-age): smaller brains (x0.82) with the low grey/white contrast of infant T1w.
+  - ``DemoBrainTargetSite`` (cross-site): the T1w contrast from another scanner and protocol: thick-slice
+    acquisition (slices of 2 voxels = 4.4 mm averaged along the superior axis, interpolated back), a strong smooth
+    multiplicative bias field, blur, Rician noise, a non-linear intensity response and a field of view that stops
+    short of the vertex (the top 12-20 % of the brain is not imaged: image and label are 0 there);
+  - ``DemoBrainTargetAge`` (cross-age): the 0-6-month infant brain on T1w: smaller (x0.82), a relatively wider CSF
+    space (the tissue maps eroded by one voxel before labelling), grey/white contrast inverted (unmyelinated white
+    matter darker than grey matter), lower signal-to-noise ratio.
 
 Subjects differ by a random isotropic scaling, a small rotation and translation, and a smooth random
 deformation; labels are warped with the same field. All images share the ``MRI`` channel name (one channel).
@@ -95,10 +99,18 @@ def _warp_field(rng: np.random.Generator, scale: float) -> np.ndarray:
     return coords.astype(np.float32)
 
 
-def _subject(templates: Dict[str, np.ndarray], rng: np.random.Generator, scale: float):
+def _subject(templates: Dict[str, np.ndarray], rng: np.random.Generator, scale: float, domain: str = "source"):
     coords = _warp_field(rng, scale)
     warped = {k: ndimage.map_coordinates(v, coords, order=1, mode="constant") for k, v in templates.items()}
     mask = warped["mask"] > 0.5
+    if domain == "Age":  # wider CSF space: grey and white matter recede from the skull by about one voxel
+        tissue = ndimage.binary_erosion((warped["gm"] + warped["wm"]) > 0.5, iterations=1)
+        shrink = ndimage.gaussian_filter(tissue.astype(np.float32), 0.7)
+        warped["gm"], warped["wm"] = warped["gm"] * shrink, warped["wm"] * shrink
+    if domain == "Site":  # the field of view stops short of the vertex
+        top = np.nonzero(mask.any(axis=(0, 1)))[0]
+        cut = int(round(top[-1] - rng.uniform(0.12, 0.20) * (top[-1] - top[0])))
+        mask[:, :, cut:] = False
     p_gm, p_wm = warped["gm"], warped["wm"]
     p_csf = np.clip(1 - p_gm - p_wm, 0, None)
     label = (np.argmax(np.stack([p_csf, p_gm, p_wm]), axis=0) + 1).astype(np.uint8)
@@ -112,6 +124,19 @@ def _bias_field(rng: np.random.Generator, strength: float) -> np.ndarray:
     return np.exp(strength * field)
 
 
+def _thick_slices(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Slices ``factor`` voxels thick along the last (superior) axis: block means, linearly interpolated back."""
+    z = volume.shape[2] // factor * factor
+    thick = volume[:, :, :z].reshape(volume.shape[0], volume.shape[1], -1, factor).mean(3)
+    centres = np.arange(thick.shape[2]) * factor + (factor - 1) / 2
+    index = np.clip(np.interp(np.arange(volume.shape[2]), centres, np.arange(thick.shape[2])), 0,
+                    thick.shape[2] - 1)
+    lo = np.floor(index).astype(int)
+    hi = np.minimum(lo + 1, thick.shape[2] - 1)
+    weight = (index - lo)[None, None, :]
+    return (thick[:, :, lo] * (1 - weight) + thick[:, :, hi] * weight).astype(np.float32)
+
+
 def render(domain: str, warped: Dict[str, np.ndarray], mask: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """Image intensities of one subject in one domain (background exactly 0)."""
     p_gm, p_wm, t1 = warped["gm"], warped["wm"], warped["t1"]
@@ -122,11 +147,13 @@ def render(domain: str, warped: Dict[str, np.ndarray], mask: np.ndarray, rng: np
     elif domain == "T2w":
         image = 0.95 * p_csf + 0.55 * p_gm + 0.32 * p_wm - 0.5 * texture + rng.normal(0, 0.015, GRID)
     elif domain == "Site":
-        image = ndimage.gaussian_filter(t1, rng.uniform(0.8, 1.2)) * _bias_field(rng, 0.35)
+        image = _thick_slices(t1, 2)
+        image = ndimage.gaussian_filter(image, (rng.uniform(0.7, 1.0),) * 2 + (0.3,)) * _bias_field(rng, 0.6)
         image = np.clip(image, 0, None) ** rng.uniform(0.55, 0.7)  # non-linear intensity response
-        image = image + rng.normal(0, 0.04, GRID)
+        sigma = rng.uniform(0.04, 0.06)
+        image = np.sqrt((image + rng.normal(0, sigma, GRID)) ** 2 + rng.normal(0, sigma, GRID) ** 2)  # Rician
     elif domain == "Age":
-        image = 0.2 * p_csf + 0.55 * p_gm + 0.6 * p_wm + 0.15 * texture + rng.normal(0, 0.02, GRID)
+        image = 0.15 * p_csf + 0.6 * p_gm + 0.42 * p_wm + 0.1 * texture + rng.normal(0, 0.05, GRID)
     else:
         raise ValueError(domain)
     image = np.clip(image, 0, None) * 1000.0
@@ -193,7 +220,7 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
                     os.makedirs(os.path.join(partial, labels))
                 for i in range(n):
                     scale = rng.uniform(0.92, 1.08) * (0.82 if domain == "Age" else 1.0)
-                    warped, label, mask = _subject(templates, rng, scale)
+                    warped, label, mask = _subject(templates, rng, scale, domain)
                     case = f"{name}_{images[-2:].lower()}{i:03d}"
                     _write(render(domain, warped, mask, rng), os.path.join(partial, images, f"{case}_0000.nii.gz"),
                            False)

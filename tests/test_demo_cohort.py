@@ -42,17 +42,23 @@ def test_demo_cohort_layout_shifts_and_determinism(tmp_path):
         assert set(np.unique(label)) == {0, 1, 2, 3}
         assert np.all(image[label == 0] == 0) and np.all(image[label > 0] >= 0)
         means = {c: image[label == c].mean() for c in (1, 2, 3)}
-        return means, (label > 0).sum()
+        return means, (label > 0).sum(), (label == 1).sum() / (label > 0).sum()
 
-    src_means, src_volume = stats(src, "imagesTr", "labelsTr")
-    t2_means, _ = stats(out["T2w"], "imagesTs", "labelsTs")
-    age_means, age_volume = stats(out["Age"], "imagesTs", "labelsTs")
+    src_means, src_volume, src_csf = stats(src, "imagesTr", "labelsTr")
+    t2_means, _, _ = stats(out["T2w"], "imagesTs", "labelsTs")
+    age_means, age_volume, age_csf = stats(out["Age"], "imagesTs", "labelsTs")
     assert src_means[1] < src_means[2] < src_means[3]          # T1w: CSF dark, WM bright
     assert t2_means[1] > t2_means[2] > t2_means[3]             # T2w-like: reversed
     assert age_volume < 0.8 * src_volume                       # smaller brains
-    src_contrast = (src_means[3] - src_means[2]) / src_means[3]
-    age_contrast = (age_means[3] - age_means[2]) / age_means[3]
-    assert age_contrast < 0.6 * src_contrast                   # low grey/white contrast
+    assert age_means[1] < age_means[3] < age_means[2]          # infant T1w: white matter darker than grey
+    assert age_csf > 1.5 * src_csf                             # relatively wider CSF space
+    def top_slice_share(folder, labels):  # brain area of the most superior slice / the largest slice's
+        label = _read(os.path.join(folder, labels, sorted(os.listdir(os.path.join(folder, labels)))[0]))
+        area = (label > 0).sum(axis=(1, 2))  # _read gives (z, y, x): z is superior
+        return area[np.nonzero(area)[0][-1]] / area.max()
+
+    assert top_slice_share(src, "labelsTr") < 0.1               # the brain tapers to the vertex
+    assert top_slice_share(out["Site"], "labelsTs") > 0.3       # the field of view cuts it flat
 
     again = generate_demo_cohort(str(tmp_path / "b"), counts=COUNTS, verbose=False)
     assert _digest(src) == _digest(again["source"])
