@@ -54,7 +54,6 @@ def main(argv=None) -> None:
     if args.plans != "MAPSegPlansCPU":  # same preprocessed data as the MAPSeg CPU plans (planned by setup)
         runner.sh(f"plan_{args.plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[args.plans],
                                          "--no_pp", "-npfp", "1", "--no_pbar"])
-    src_images, src_labels = source_validation_folder(runner)
     results = {}
     for name in args.configurations:
         settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
@@ -64,6 +63,7 @@ def main(argv=None) -> None:
         model = runner.train(f"cr_{tag}_s{args.seed}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans)
         predictions = os.path.join(runner.work, "predictions", f"cr_{args.plans}_s{args.seed}", tag)
         runner.say(f"{name}: predicting the source validation cases and the targets' test images")
+        src_images, src_labels = source_validation_folder(runner)  # the split exists once a model has trained
         scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
         for t in TARGETS:
             scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
