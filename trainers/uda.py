@@ -59,7 +59,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.iteration = 0
         self.teacher_steps = 0
         self.score_history, self.best_record, self.epochs_without_improvement = [], None, 0
-        self._epoch_mpl = []
+        self._epoch_mpl, self._epoch_pl_weight = [], []
 
     # ---- data
     def get_dataloaders(self):
@@ -131,6 +131,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                               pseudo_labeling=self.pseudo_labeling)
                 loss = loss + t_loss
                 self._epoch_mpl.append(t_parts["mpl"])
+                self._epoch_pl_weight.append(t_parts["pseudo_label_weight"])
             return (loss,)
 
         return self.teacher_student_step(compute_loss, update_teacher=adapt)
@@ -142,6 +143,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                       self.loss_weights, self.masking, self_supervised=True,
                                       pseudo_labeling=self.pseudo_labeling)
             self._epoch_mpl.append(parts["mpl"])
+            self._epoch_pl_weight.append(parts["pseudo_label_weight"])
             return (loss,)
 
         return self.teacher_student_step(compute_loss, update_teacher=True)
@@ -157,7 +159,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return {"loss": loss.detach().cpu().numpy()}
 
     def on_train_epoch_start(self):
-        self._epoch_mpl = []
+        self._epoch_mpl, self._epoch_pl_weight = [], []
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
         super().on_train_epoch_start()
 
@@ -171,7 +173,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     def on_validation_epoch_end(self, val_outputs):
         super().on_validation_epoch_end(val_outputs)
         record = {"epoch": self.current_epoch, "adapted": bool(self._epoch_mpl), **self.selection_record(),
-                  "alpha": ema_alpha(self.teacher_steps, self.ema_schedule) if self.teacher is not None else None}
+                  "alpha": ema_alpha(self.teacher_steps, self.ema_schedule) if self.teacher is not None else None,
+                  "pseudo_label_weight": mean_over_ranks(self._epoch_pl_weight) if self._epoch_pl_weight else None}
         self.score_history.append(record)
         self.print_to_log_file(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in record.items() if k != "epoch"))
