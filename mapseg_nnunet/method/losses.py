@@ -60,11 +60,12 @@ class PseudoLabelSettings:
         if not 0 < self.threshold < 1:
             raise ValueError(f"pseudo_labeling.threshold must be in (0, 1), got {self.threshold}")
 
-    def weight(self, confidence: torch.Tensor) -> torch.Tensor:
-        """Weight of a pseudo-labeled term given the teacher's per-voxel maximum probability."""
+    def weight(self, teacher_logits: torch.Tensor):
+        """Weight of a pseudo-labeled term given the teacher's logits: 1 (hard), or the share of voxels whose
+        teacher probability exceeds the threshold (confidence; the only case that computes probabilities)."""
         if self.weighting == "hard":
-            return torch.ones((), device=confidence.device)
-        return (confidence > self.threshold).float().mean()
+            return 1.0
+        return (teacher_logits.softmax(1).amax(1) > self.threshold).float().mean()
 
 
 def _forward(network: nn.Module, x: torch.Tensor, g: torch.Tensor, boxes: torch.Tensor, use_glc: bool):
@@ -95,14 +96,11 @@ def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.T
 
 @torch.no_grad()
 def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: bool):
-    """The teacher's hard labels on the clean local and global views and its maximum probability per voxel:
-    ``(local, global, local_confidence, global_confidence)`` (global ones None without GLC)."""
+    """The teacher's hard labels on the clean local and global views (global None without GLC) and its output."""
     out = _forward(teacher, batch["data"], batch["global"], batch["box"], use_glc)
-    local_confidence, local = out["logits"].softmax(1).max(1, keepdim=True)
-    if not use_glc:
-        return local, None, local_confidence, None
-    global_confidence, global_ = out["aux_logits"].softmax(1).max(1, keepdim=True)
-    return local, global_, local_confidence, global_confidence
+    local = out["logits"].argmax(1, keepdim=True)
+    global_ = out["aux_logits"].argmax(1, keepdim=True) if use_glc else None
+    return local, global_, out
 
 
 def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor],
@@ -114,9 +112,9 @@ def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batc
     the weight of the local pseudo-labeled terms."""
     boxes = batch["box"]
     x, g = batch.get("student_data", batch["data"]), batch.get("student_global", batch["global"])
-    y_pl, Y_pl, confidence, global_confidence = pseudo_labels(teacher, batch, w.use_glc)
-    local_pl_weight = pseudo_labeling.weight(confidence)
-    global_pl_weight = pseudo_labeling.weight(global_confidence) if w.use_glc else None
+    y_pl, Y_pl, teacher_out = pseudo_labels(teacher, batch, w.use_glc)
+    local_pl_weight = pseudo_labeling.weight(teacher_out["logits"])
+    global_pl_weight = pseudo_labeling.weight(teacher_out["aux_logits"]) if w.use_glc else None
     xm, gm = masking.masked(x, g)
     views = [("masked", xm, gm)] + ([("unmasked", x, g)] if self_supervised else [])
     local_weight = w.beta if self_supervised else 1.0
