@@ -38,12 +38,16 @@ import numpy as np
 import SimpleITK as sitk
 from scipy import ndimage
 
+from mapseg_nnunet.planning.presets import PRESETS
+
 SPACING_MM = 2.2
 GRID = (84, 104, 88)  # (x, y, z) voxels at SPACING_MM: room for the largest, rotated source brains
 LABELS = {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
 DOMAINS = ("T2w", "Site", "Age")
 DEFAULT_IDS = (951, 952, 953, 954)
 DEFAULT_COUNTS = {"source_train": 12, "target_train": 10, "target_test": 4}
+AGE_SCALE = 0.82  # infant brains relative to the source's
+MIN_EXTENT = min(PRESETS["cpu"].patch_size)  # voxels per axis: the CPU preset's patch side (MAPSegPlannerCPU)
 
 
 def template_folder() -> str:
@@ -185,6 +189,40 @@ def _finish(final: str, partial: str, num_training: int, name: str, description:
     os.replace(partial, final)
 
 
+def check_options(dataset_ids: Sequence[int], seed: int, counts: Dict[str, int],
+                  oracle_ids: Optional[Sequence[int]]) -> None:
+    """Refuse options out of range before anything is written (``ValueError`` naming the option)."""
+    ids = list(dataset_ids) + list(oracle_ids or ())
+    if len(dataset_ids) != 1 + len(DOMAINS):
+        raise ValueError(f"dataset ids: one for the source and one per target domain {DOMAINS}, got "
+                         f"{list(dataset_ids)}")
+    if oracle_ids is not None and len(oracle_ids) != len(DOMAINS):
+        raise ValueError(f"oracle_ids needs one id per target domain {DOMAINS}, got {list(oracle_ids)}")
+    bad = [i for i in ids if not (isinstance(i, (int, np.integer)) and 1 <= i <= 999)]
+    if bad:
+        raise ValueError(f"dataset ids must be integers 1-999 (nnU-Net's DatasetXXX), got {bad}")
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"dataset ids must be distinct, got {ids}")
+    if not (isinstance(seed, (int, np.integer)) and seed >= 0):
+        raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
+    unknown = set(counts) - set(DEFAULT_COUNTS)
+    if unknown:
+        raise ValueError(f"unknown counts {sorted(unknown)}; known: {sorted(DEFAULT_COUNTS)}")
+    bad = {k: v for k, v in counts.items() if not (isinstance(v, (int, np.integer)) and v >= 1)}
+    if bad:
+        raise ValueError(f"counts must be integers >= 1, got {bad}")
+
+
+def check_extent(image: np.ndarray, case: str) -> None:
+    """A case whose foreground is smaller than the smallest patch the presets train on (``MIN_EXTENT`` voxels per
+    axis) would leave the sampler nothing but padding: refused, naming the case."""
+    nonzero = np.nonzero(image)
+    extent = [int(a.max() - a.min() + 1) if a.size else 0 for a in nonzero]
+    if min(extent) < MIN_EXTENT:
+        raise ValueError(f"{case}: foreground spans {extent} voxels, smaller than the {MIN_EXTENT}-voxel patch of "
+                         f"the CPU preset on some axis")
+
+
 def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, seed: int = 0,
                          counts: Optional[Dict[str, int]] = None, overwrite: bool = False,
                          verbose: bool = True, oracle_ids: Optional[Sequence[int]] = None) -> Dict[str, str]:
@@ -192,26 +230,33 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
 
     ``oracle_ids`` (one per target) also writes, for benchmarks only, ``DemoBrainOracle<domain>``: the target's
     training images *with* their labels (imagesTr + labelsTr), to train the target-oracle ceiling. The cohort
-    itself is identical with or without it (same random draws)."""
-    if oracle_ids is not None and len(oracle_ids) != len(DOMAINS):
-        raise ValueError(f"oracle_ids needs one id per target domain {DOMAINS}, got {list(oracle_ids)}")
+    itself is identical with or without it (same random draws).
+
+    Every dataset is written to ``<folder>.partial`` and renamed into place only once all of them are complete:
+    an error or an interruption leaves ``raw`` as it was (existing datasets are replaced only at that point)."""
     counts = {**DEFAULT_COUNTS, **(counts or {})}
+    check_options(dataset_ids, seed, counts, oracle_ids)
     t0 = time.time()
     templates = load_templates()
     rng = np.random.default_rng(seed)
-    written = {}
+    written, pending = {}, []
     plan = [("source", dataset_ids[0], "DemoBrainSourceT1w", "labeled T1w source")] + [
         (domain, i, f"DemoBrainTarget{domain}", f"unlabeled {domain} target (test labels for evaluation only)")
         for domain, i in zip(DOMAINS, dataset_ids[1:])]
-    for index, (domain, dataset_id, name, description) in enumerate(plan):
-        final, partial = _dataset(raw, dataset_id, name, overwrite)
-        oracle = None
-        if oracle_ids is not None and domain != "source":
-            oracle_name = f"DemoBrainOracle{domain}"
-            oracle = (oracle_name, *_dataset(raw, oracle_ids[index - 1], oracle_name, overwrite))
-            for sub in ("imagesTr", "labelsTr"):
-                os.makedirs(os.path.join(oracle[2], sub))
-        try:
+    try:
+        for index, (domain, dataset_id, name, description) in enumerate(plan):
+            final, partial = _dataset(raw, dataset_id, name, overwrite)
+            pending.append((final, partial, counts["source_train"] if domain == "source" else counts["target_train"],
+                            name, description))
+            oracle = None
+            if oracle_ids is not None and domain != "source":
+                oracle_name = f"DemoBrainOracle{domain}"
+                oracle = (oracle_name, *_dataset(raw, oracle_ids[index - 1], oracle_name, overwrite))
+                pending.append((oracle[1], oracle[2], counts["target_train"], oracle_name,
+                                f"benchmark ceiling only: the {domain} target's training images with their labels"))
+                for sub in ("imagesTr", "labelsTr"):
+                    os.makedirs(os.path.join(oracle[2], sub))
+                written[f"oracle_{domain}"] = oracle[1]
             splits = [("imagesTr", "labelsTr", counts["source_train"])] if domain == "source" else \
                 [("imagesTr", None, counts["target_train"]), ("imagesTs", "labelsTs", counts["target_test"])]
             for images, labels, n in splits:
@@ -219,29 +264,26 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
                 if labels:
                     os.makedirs(os.path.join(partial, labels))
                 for i in range(n):
-                    scale = rng.uniform(0.92, 1.08) * (0.82 if domain == "Age" else 1.0)
+                    scale = rng.uniform(0.92, 1.08) * (AGE_SCALE if domain == "Age" else 1.0)
                     warped, label, mask = _subject(templates, rng, scale, domain)
                     case = f"{name}_{images[-2:].lower()}{i:03d}"
-                    _write(render(domain, warped, mask, rng), os.path.join(partial, images, f"{case}_0000.nii.gz"),
-                           False)
+                    image = render(domain, warped, mask, rng)
+                    check_extent(image, f"{name}/{images}/{case}")
+                    _write(image, os.path.join(partial, images, f"{case}_0000.nii.gz"), False)
                     if labels:
                         _write(label, os.path.join(partial, labels, f"{case}.nii.gz"), True)
                     elif oracle is not None:
                         shutil.copy(os.path.join(partial, images, f"{case}_0000.nii.gz"),
                                     os.path.join(oracle[2], "imagesTr"))
                         _write(label, os.path.join(oracle[2], "labelsTr", f"{case}.nii.gz"), True)
-            _finish(final, partial, splits[0][2], name, description)
-            if oracle is not None:
-                _finish(oracle[1], oracle[2], counts["target_train"], oracle[0],
-                        f"benchmark ceiling only: the {domain} target's training images with their labels")
-                written[f"oracle_{domain}"] = oracle[1]
-        finally:
+            written[domain] = final
+            if verbose:
+                print(f"{final}: {description} (written; moved into place when the cohort is complete)")
+        for final, partial, num_training, name, description in pending:
+            _finish(final, partial, num_training, name, description)
+    finally:
+        for _, partial, *_ in pending:
             shutil.rmtree(partial, ignore_errors=True)
-            if oracle is not None:
-                shutil.rmtree(oracle[2], ignore_errors=True)
-        written[domain] = final
-        if verbose:
-            print(f"{final}: {description}")
     if verbose:
         print(f"Demo cohort generated in {time.time() - t0:.1f} s")
     return written
@@ -264,7 +306,10 @@ def main(argv=None) -> None:
         if not nnUNet_raw.is_set():
             raise SystemExit("ERROR: set nnUNet_raw or pass -o")
         raw = os.fspath(nnUNet_raw)
-    generate_demo_cohort(raw, args.d, args.seed, overwrite=args.overwrite, oracle_ids=args.oracle_ids)
+    try:
+        generate_demo_cohort(raw, args.d, args.seed, overwrite=args.overwrite, oracle_ids=args.oracle_ids)
+    except (ValueError, FileExistsError) as e:
+        raise SystemExit(f"ERROR: {e}")
 
 
 if __name__ == "__main__":

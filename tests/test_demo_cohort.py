@@ -81,3 +81,35 @@ def test_oracle_copies_hold_the_target_training_images_with_labels(tmp_path):
         label = _read(os.path.join(oracle, "labelsTr", image.replace("_0000", "")))
         brain = _read(os.path.join(oracle, "imagesTr", image)) > 0
         assert set(np.unique(label)) == {0, 1, 2, 3} and (label[brain] > 0).mean() > 0.95
+
+
+def test_options_out_of_range_are_refused_before_anything_is_written(tmp_path):
+    import pytest
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for kwargs, message in (({"dataset_ids": (951, 952, 952, 954)}, "distinct"),
+                            ({"dataset_ids": (951, 952, 953, 1000)}, "1-999"),
+                            ({"dataset_ids": (951, 952, 953)}, "one per target domain"),
+                            ({"seed": -1}, "seed"),
+                            ({"counts": {"target_test": 0}}, "counts must be integers >= 1"),
+                            ({"counts": {"test": 2}}, "unknown counts"),
+                            ({"oracle_ids": (951, 956, 957)}, "distinct")):
+        with pytest.raises(ValueError, match=message):
+            generate_demo_cohort(str(raw), verbose=False, **kwargs)
+        assert os.listdir(raw) == []
+
+
+def test_a_target_smaller_than_the_patch_is_refused_and_nothing_is_left(tmp_path, monkeypatch):
+    """The age target's brains shrunk far below the CPU patch: the error names the case, and nnUNet_raw keeps
+    neither the target nor the datasets written before it (all are moved into place only at the end)."""
+    import pytest
+    from mapseg_nnunet.dataset_conversion import demo_brain
+    raw = tmp_path / "raw"
+    existing = raw / "Dataset951_DemoBrainSourceT1w"
+    existing.mkdir(parents=True)
+    (existing / "marker").write_text("the user's previous source")
+    monkeypatch.setattr(demo_brain, "AGE_SCALE", 0.25)
+    with pytest.raises(ValueError, match=r"DemoBrainTargetAge/imagesTr/\S+: foreground spans"):
+        generate_demo_cohort(str(raw), counts=COUNTS, overwrite=True, verbose=False)
+    assert sorted(os.listdir(raw)) == ["Dataset951_DemoBrainSourceT1w"]
+    assert os.listdir(existing) == ["marker"]  # replaced only once the whole cohort is complete
