@@ -103,3 +103,23 @@ def test_mask_volume_and_masked_mse():
     assert masked_mse(prediction, x, mask).item() == 0
     prediction = x + mask * 0.5
     assert masked_mse(prediction, x, mask).item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("background_mode", ["constant", "zero"])
+def test_training_and_prediction_agree_on_the_foreground_box_with_a_non_zero_background(background_mode):
+    """z-scored case: nnU-Net's crop to non-zero crops nothing (seg >= 0 everywhere), yet training's sampler and
+    the GLC predictor both take the brain's box (not the whole volume) for the global view."""
+    from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
+    from mapseg_nnunet.data.synthetic import zscored_brain_case
+    from mapseg_nnunet.inference.glc import global_view
+    raw, _, brain = zscored_brain_case(np.random.default_rng(3), shape=(44, 50, 38), background_mode=background_mode)
+    assert np.all(raw != 0) or background_mode == "zero"
+    normalised = normalize_case(raw[None], intensity_settings_for_channels(["FLAIR"]))
+    seg = np.zeros((1, *raw.shape), np.int16)  # what nnU-Net's preprocessing leaves for a non-zero background
+    training = global_local_sample(normalised, seg, PATCH, NO_AUGMENTATION, np.random.default_rng(0))["foreground"]
+    _, prediction = global_view(torch.from_numpy(normalised), PATCH)
+    hits = [np.nonzero(brain.any(axis=tuple(a for a in range(3) if a != axis)))[0] for axis in range(3)]
+    expected = np.array([[h[0], h[-1] + 1] for h in hits])
+    np.testing.assert_array_equal(training, expected)
+    np.testing.assert_array_equal(prediction, expected)
+    assert np.any(expected[:, 1] - expected[:, 0] < np.array(raw.shape))

@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
-from mapseg_nnunet.data.intensity import (DEFAULT_INTENSITY, draw_training_percentile, intensity_settings_for_channels,
-                                     normalize_case)
+from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.intensity import (DEFAULT_INTENSITY, check_against_rules, describe_findings,
+                                          draw_training_percentile, intensity_settings_for_channels, normalize_case,
+                                          survey_case, survey_findings)
+from mapseg_nnunet.data.synthetic import _case, zscored_brain_case
 
 
 def test_background_zero_range_and_percentile_clip():
@@ -17,9 +20,11 @@ def test_background_zero_range_and_percentile_clip():
     assert np.all(out[0][image[0] >= p] == 1)
 
 
-def test_negatives_clipped_and_ct_shifted():
+def test_plans_without_channel_rules_keep_their_clipping():
+    """Plans written before per-channel rules (no ``channel_rules``) reproduce what their models were trained on."""
     settings = intensity_settings_for_channels(["CT", "T1"])
-    assert settings["ct_channels"] == [0]
+    assert settings["ct_channels"] == [0] and settings["channel_rules"] == ["ct_hu", "case_minimum"]
+    settings.pop("channel_rules")
     image = np.full((2, 4, 4, 4), -1024.0, np.float32)
     image[:, 1:3, 1:3, 1:3] = 200.0  # CT: -1024 HU air -> 0 after the shift; MRI: negatives -> 0
     image[1, 0, 0, 0] = -5
@@ -44,3 +49,69 @@ def test_training_percentile_jitter_distribution():
 def test_unknown_scheme_rejected():
     with pytest.raises(ValueError, match="scheme"):
         normalize_case(np.zeros((1, 2, 2, 2)), {"scheme": "zscore"})
+
+
+def brain_at_background(settings, image, brain):
+    """Fraction of brain voxels that the normalisation maps to the background's value."""
+    out = normalize_case(image[None], settings)[0]
+    background = np.unique(out[~brain])
+    assert background.size == 1  # the constant background stays one value
+    return float((out[brain] == background[0]).mean())
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_zscored_constant_negative_background_keeps_every_brain_voxel(seed):
+    """z-scored MRI with a constant negative background (the case's minimum): the old clipping put about half of
+    the brain on the background value; the case_minimum rule puts none there, and the background is exactly 0."""
+    image, _, brain = zscored_brain_case(np.random.default_rng(seed), background_mode="constant")
+    assert image.min() < 0 and np.unique(image[~brain]).size == 1 and image[~brain][0] < 0
+    legacy = dict(DEFAULT_INTENSITY)  # no channel_rules: negatives -> 0
+    assert brain_at_background(legacy, image, brain) > 0.3
+    settings = intensity_settings_for_channels(["FLAIR"])
+    assert brain_at_background(settings, image, brain) == 0
+    out = normalize_case(image[None], settings)[0]
+    assert np.all(out[~brain] == 0) and out.max() == 1
+
+
+def test_brain_only_zscoring_background_above_the_minimum_goes_to_zero():
+    """Background 0 with darker brain voxels below it: the background (constant border value) is set to 0 and
+    only the case's single darkest voxel shares that value."""
+    image, _, brain = zscored_brain_case(np.random.default_rng(0), background_mode="zero")
+    assert image[brain].min() < 0 == image[~brain].max()
+    out = normalize_case(image[None], intensity_settings_for_channels(["T1c"]))[0]
+    assert np.all(out[~brain] == 0)
+    assert np.count_nonzero(out[brain] == 0) == np.count_nonzero(image[brain] == image.min()) == 1
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_non_negative_mri_is_normalised_exactly_as_before(seed):
+    """The paper's path: on non-negative MRI with a zero background the case_minimum rule equals the old rule."""
+    image, _ = _case(np.random.default_rng(seed), (30, 34, 28), 3)
+    image = np.maximum(image, 0)[None]
+    legacy = dict(DEFAULT_INTENSITY)
+    new = intensity_settings_for_channels(["T1"])
+    for p in (99.0, 99.5, 99.93):
+        np.testing.assert_array_equal(normalize_case(image, new, p), normalize_case(image, legacy, p))
+
+
+def test_ct_in_hu_keeps_tissue_and_drops_padding_below_air():
+    settings = intensity_settings_for_channels(["CT"])
+    image = np.full((1, 12, 12, 12), -3024.0, np.float32)  # scanner padding outside the field of view
+    image[0, 1:11, 1:11, 1:11] = -1000.0  # air
+    image[0, 3:9, 3:9, 3:9] = 40.0  # soft tissue
+    out = normalize_case(image, settings)[0]
+    assert out[0, 0, 0] == 0 and 0 < out[2, 2, 2] < out[5, 5, 5]
+
+
+def test_survey_reports_zscored_channels_and_old_plans_refuse_them():
+    image, _, _ = zscored_brain_case(np.random.default_rng(0))
+    surveys = {"case000": survey_case(image[None], ["/data/case000_0000.nii.gz"]),
+               "case001": survey_case((image - image.min())[None], ["/data/case001_0000.nii.gz"])}
+    findings = survey_findings(["FLAIR"], surveys)
+    assert findings[0]["cases_with_negative_values"] == 1 and findings[0]["cases_with_nonzero_background"] == 1
+    assert "case000_0000.nii.gz" in findings[0]["example"]
+    lines = describe_findings(findings, ["case_minimum"], "Dataset001 intensities")
+    assert "negative values in 1 case(s)" in lines[0] and "case_minimum" in lines[0]
+    check_against_rules(["case_minimum"], surveys, "MAPSegPlans")
+    with pytest.raises(DatasetError, match="case000_0000.nii.gz: channel 0 has negative intensities"):
+        check_against_rules(["clip_negatives"], surveys, "OldPlans")

@@ -7,7 +7,12 @@ global view come from the same transformed volume and the box is exact:
 1. whole case in MAPSeg's intensity convention (training percentile jitter), see :mod:`mapseg_nnunet.data.intensity`;
 2. with probability ``affine_probability`` a random affine about the case centre (isotropic scale, rotations
    about the three axes), image trilinear, labels nearest; then random flips per axis (MAE);
-3. foreground box = bounding box of nnU-Net's non-zero mask (``seg >= 0``) of the transformed case;
+3. foreground box = :func:`case_foreground_box` of the transformed case: the bounding box of the voxels that differ
+   from the case's constant background in any channel (0 after MAPSeg's intensity rules), within nnU-Net's
+   non-zero mask (``seg >= 0``) when there is a segmentation. The predictor
+   (:func:`mapseg_nnunet.inference.glc.global_view`) uses the same function, so training and prediction agree on
+   the global view also when the raw background is a non-zero constant (z-scored MRI), where nnU-Net's crop to
+   non-zero crops nothing and ``seg >= 0`` is the whole case;
 4. local patch start uniform such that the patch stays inside the foreground box (centred when the box is
    smaller than the patch; the case is zero-padded to at least the patch size);
 5. global view = the foreground box resized to the patch size per axis (anisotropically, as the reference), images
@@ -33,7 +38,7 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.dataloading.data_loader import DataLoader
 
-from mapseg_nnunet.data.intensity import draw_training_percentile, normalize_case
+from mapseg_nnunet.data.intensity import background_value, draw_training_percentile, normalize_case
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation, transform_views
 
 
@@ -104,6 +109,31 @@ def foreground_box(mask: np.ndarray) -> np.ndarray:
     return box
 
 
+def case_foreground_mask(image: np.ndarray, seg: Optional[np.ndarray] = None) -> np.ndarray:
+    """(X, Y, Z) foreground of a case ``image`` (C, X, Y, Z): voxels differing from their channel's constant
+    background (:func:`mapseg_nnunet.data.intensity.background_value`; exactly 0 after MAPSeg's intensity rules) in
+    any channel, within ``seg >= 0`` (nnU-Net's non-zero mask) when ``seg`` (1, X, Y, Z) is given. Channels without
+    a constant background do not restrict it; a case where no channel has one is foreground everywhere."""
+    image = np.asarray(image)
+    mask = None
+    for channel in image:
+        background = background_value(channel, 0.0)
+        if background is not None:
+            differs = channel != background
+            mask = differs if mask is None else mask | differs
+    if mask is None:
+        mask = np.ones(image.shape[1:], dtype=bool)
+    if seg is not None:
+        mask &= np.asarray(seg)[0] >= 0
+    return mask
+
+
+def case_foreground_box(image: np.ndarray, seg: Optional[np.ndarray] = None) -> np.ndarray:
+    """(3, 2) [start, end) of :func:`case_foreground_mask`: the box the global view shows, in training and in
+    prediction alike."""
+    return foreground_box(case_foreground_mask(image, seg))
+
+
 def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> Tuple[np.ndarray, np.ndarray]:
     pad = [max(0, p - s) for p, s in zip(shape, array.shape[1:])]
     before = np.array([p // 2 for p in pad])
@@ -146,16 +176,13 @@ def resize(volume: np.ndarray, size: Sequence[int], mode: str) -> np.ndarray:
 def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Sequence[int],
                         aug: GlobalLocalAugmentation, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """One training sample from a whole case. ``image`` (C, X, Y, Z) already intensity-normalised; ``seg``
-    (1, X, Y, Z) with nnU-Net's convention (-1 outside the non-zero mask) or None (then the non-zero mask of the
-    image defines the foreground)."""
+    (1, X, Y, Z) with nnU-Net's convention (-1 outside the non-zero mask) or None. ``foreground`` in the result is
+    the case's foreground box (:func:`case_foreground_box`) in voxels of the transformed, padded case."""
     image, seg = random_affine(image, seg, aug, rng)
     image, before = _pad_to(image, patch, 0.0)
     if seg is not None:
         seg, _ = _pad_to(seg, patch, -1)
-        mask = seg[0] >= 0
-    else:
-        mask = np.any(image != 0, axis=0)
-    box = foreground_box(mask)
+    box = case_foreground_box(image, seg)
     start = sample_local_start(box, patch, image.shape[1:], rng)
     local = tuple(slice(s, s + p) for s, p in zip(start, patch))
     crop = tuple(slice(lo, hi) for lo, hi in box)
@@ -163,6 +190,7 @@ def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Seq
         "data": image[(slice(None),) + local],
         "global": resize(image[(slice(None),) + crop], patch, "trilinear"),
         "box": box_in_global_view(start, patch, box),
+        "foreground": box,
     }
     if seg is not None:
         out["target"] = seg[(slice(None),) + local]

@@ -10,8 +10,11 @@ class DatasetError(ValueError):
     """A dataset cannot be used as it is; the message names the file and the problem."""
 
 
-def check_case_images(case: str, image_files: List[str], expected_channels: int, reader) -> None:
-    """Files exist, the channel count matches dataset.json, and every voxel is finite."""
+def check_case_images(case: str, image_files: List[str], expected_channels: int, reader) -> list:
+    """Files exist and read completely, the channel count matches dataset.json, and every voxel is finite.
+    Returns what the intensity rules need to know of the case
+    (:func:`mapseg_nnunet.data.intensity.survey_case`)."""
+    from mapseg_nnunet.data.intensity import survey_case
     import os
     if len(image_files) != expected_channels:
         raise DatasetError(f"{image_files[0] if image_files else case}: case {case} has {len(image_files)} "
@@ -29,18 +32,43 @@ def check_case_images(case: str, image_files: List[str], expected_channels: int,
     for c, f in enumerate(image_files):
         if not np.all(np.isfinite(_voxels_as_stored(f, images[c]))):
             raise DatasetError(f"{f}: contains NaN or infinite values (case {case})")
+    return survey_case(images, image_files)
 
 
 def _voxels_as_stored(path: str, read_by_nnunet: np.ndarray) -> np.ndarray:
-    """SimpleITK's NIfTI reader turns NaN into 0, so nnU-Net would silently train on them: check NIfTI files
-    as stored, with nibabel."""
+    """SimpleITK's NIfTI reader turns NaN into 0 and reads a truncated ``.nii.gz`` without complaint (the missing
+    voxels are garbage), so nnU-Net would silently train on them: check NIfTI files as stored, with nibabel."""
     if path.endswith((".nii", ".nii.gz")):
         import nibabel
-        return np.asarray(nibabel.load(path).dataobj)
+        try:
+            return np.asarray(nibabel.load(path).dataobj)
+        except Exception as e:  # EOFError (truncated gzip), zlib.error, nibabel's ImageFileError, ...
+            raise DatasetError(f"{path}: cannot read the image ({type(e).__name__}: {e}); the file is corrupt or "
+                               f"truncated (an interrupted copy or download?). Copy it again.") from e
     return read_by_nnunet
 
 
-def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True) -> None:
+def check_files_readable(files: List[str]) -> None:
+    """Prediction inputs: every file exists and a compressed file decompresses to its end (SimpleITK, nnU-Net's
+    default reader, accepts truncated ``.gz`` files), without decoding the image."""
+    import gzip
+    import os
+    import zlib
+    for f in files:
+        if not os.path.isfile(f):
+            raise DatasetError(f"{f}: file is missing")
+        if f.endswith(".gz"):
+            try:
+                with gzip.open(f, "rb") as stream:
+                    while stream.read(1 << 24):
+                        pass
+            except (EOFError, OSError, zlib.error) as e:
+                raise DatasetError(f"{f}: cannot read the image ({type(e).__name__}: {e}); the file is corrupt or "
+                                   f"truncated (an interrupted copy or download?). Copy it again.") from e
+
+
+def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True) -> dict:
+    """Checks every case (:func:`check_case_images`); returns ``{case: intensity survey}``."""
     from tqdm import tqdm
-    for case, entry in tqdm(dataset.items(), desc="Checking images", disable=not progress):
-        check_case_images(case, entry["images"], expected_channels, reader)
+    return {case: check_case_images(case, entry["images"], expected_channels, reader)
+            for case, entry in tqdm(dataset.items(), desc="Checking images", disable=not progress)}

@@ -48,3 +48,60 @@ def write_synthetic_dataset(raw_folder: str, dataset_id: int, name: str = "Synth
     labels = {"background": 0, **{f"class{c}": c for c in range(1, num_classes)}}
     generate_dataset_json(folder, {0: channel_name}, labels, num_cases, ".nii.gz", dataset_name=name)
     return folder
+
+
+LPS_DIRECTIONS = (-1.0, -1.0, 1.0)  # voxel axes pointing left, posterior, superior (RAS+ affine diagonal signs)
+
+
+def zscored_brain_case(rng: np.random.Generator, shape=(40, 48, 36), num_classes: int = 3,
+                       background_mode: str = "constant"):
+    """A brain-like case as public multi-sequence collections ship them: tissue with a bright lesion inside a
+    head on a zero background, then z-scored with the brain's mean and standard deviation.
+    ``background_mode='constant'`` applies the z-score to the whole volume, so the background is a constant
+    negative value (the case's minimum; nnU-Net's crop to non-zero crops nothing); ``'zero'`` z-scores the brain
+    only and leaves the background at 0, above the darker brain voxels. Returns ``(image float32, label uint8,
+    brain mask bool)``."""
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in shape], indexing="ij"), -1).astype(np.float32)
+    centre = np.array(shape) / 2 + rng.uniform(-1, 1, 3)
+    brain = np.sqrt((((grid - centre) / (np.array(shape) * 0.38)) ** 2).sum(-1)) < 1
+    image = np.zeros(shape, np.float32)
+    image[brain] = rng.normal(300, 60, int(brain.sum()))  # grey / white matter mixture, CSF below
+    label = np.zeros(shape, np.uint8)
+    lesion_centre = centre + rng.uniform(-3, 3, 3)
+    for c in range(1, num_classes):
+        inside = np.sqrt((((grid - lesion_centre) / (np.array(shape) * 0.15)) ** 2).sum(-1)) < 1 - (c - 1) / num_classes
+        label[inside] = c
+        image[inside] = rng.normal(300 + 150 * c, 30, int(inside.sum()))
+    image[brain] = np.maximum(image[brain], 1.0)
+    mean, std = image[brain].mean(), image[brain].std()
+    if background_mode == "constant":
+        image = (image - mean) / std
+    elif background_mode == "zero":
+        image[brain] = (image[brain] - mean) / std
+    else:
+        raise ValueError(f"background_mode must be 'constant' or 'zero', got {background_mode!r}")
+    return image.astype(np.float32), label, brain
+
+
+def write_zscored_dataset(raw_folder: str, dataset_id: int, name: str = "ZScored", num_cases: int = 3,
+                          shape=(40, 48, 36), spacing=(1.0, 1.0, 1.0), num_classes: int = 3, seed: int = 0,
+                          channel_name: str = "FLAIR", labeled: bool = True,
+                          background_mode: str = "constant") -> str:
+    """:func:`zscored_brain_case` cases as an nnU-Net raw dataset of LPS-oriented NIfTI files (nibabel) at
+    ``spacing`` (1 mm or anisotropic)."""
+    import nibabel
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(raw_folder, f"Dataset{dataset_id:03d}_{name}")
+    os.makedirs(os.path.join(folder, "imagesTr"), exist_ok=True)
+    if labeled:
+        os.makedirs(os.path.join(folder, "labelsTr"), exist_ok=True)
+    affine = np.diag([d * s for d, s in zip(LPS_DIRECTIONS, spacing)] + [1.0])
+    affine[:3, 3] = [120.0, 120.0, -70.0]
+    for i in range(num_cases):
+        image, label, _ = zscored_brain_case(rng, shape, num_classes, background_mode)
+        nibabel.save(nibabel.Nifti1Image(image, affine), os.path.join(folder, "imagesTr", f"case{i:03d}_0000.nii.gz"))
+        if labeled:
+            nibabel.save(nibabel.Nifti1Image(label, affine), os.path.join(folder, "labelsTr", f"case{i:03d}.nii.gz"))
+    labels = {"background": 0, **{f"class{c}": c for c in range(1, num_classes)}}
+    generate_dataset_json(folder, {0: channel_name}, labels, num_cases, ".nii.gz", dataset_name=name)
+    return folder

@@ -4,8 +4,9 @@ needs the whole case's global features (any network of the GLC seam, :mod:`mapse
 For one (already intensity-normalised) case ``(C, X, Y, Z)``:
 
 1. zero-pad to at least the patch size (nnU-Net's ``pad_nd_image``, reverted at the end);
-2. global view = the foreground box (non-zero voxels of any channel; MAPSeg's background is exactly 0) resized to
-   the patch size, as in training (:func:`mapseg_nnunet.data.global_local.global_local_sample`); its fusion map is computed
+2. global view = the foreground box resized to the patch size, with the definition training uses
+   (:func:`mapseg_nnunet.data.global_local.case_foreground_box`: voxels differing from the case's constant
+   background, 0 after MAPSeg's intensity rules); its fusion map is computed
    **once per case** (once per mirroring when test-time mirroring is on);
 3. windows at nnU-Net's steps (``compute_steps_for_sliding_window``, ``tile_step_size``; the paper's stride 80 on
    96^3 is step 0.833); each window's local features are fused with the global map cropped at the window's box in
@@ -28,12 +29,12 @@ from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from tqdm import tqdm
 
-from mapseg_nnunet.data.global_local import box_in_global_view, foreground_box
+from mapseg_nnunet.data.global_local import box_in_global_view, case_foreground_box
 
 
 def global_view(image: torch.Tensor, patch_size: Sequence[int]) -> Tuple[torch.Tensor, np.ndarray]:
     """``image`` (C, X, Y, Z) -> (global view (1, C, *patch), foreground box (3, 2) in voxels of ``image``)."""
-    box = foreground_box((image != 0).any(0).cpu().numpy())
+    box = case_foreground_box(image.detach().cpu().numpy())
     crop = image[(slice(None),) + tuple(slice(int(lo), int(hi)) for lo, hi in box)]
     view = F.interpolate(crop[None].float(), size=tuple(patch_size), mode="trilinear", align_corners=False)
     return view, box
