@@ -6,6 +6,8 @@ cohort is brought to the source's physical voxel size.
 
 Run through ``mapseg_plan_and_preprocess -d ID -pl MAPSegPlanner`` (nnU-Net looks up planners only inside its
 own package)."""
+import contextlib
+import io
 from typing import List, Optional, Tuple, Union
 
 import numpy as np
@@ -18,7 +20,8 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from mapseg_nnunet.data.atomic import save_json_atomic
-from mapseg_nnunet.data.intensity import intensity_settings_for_channels
+from mapseg_nnunet.data.intensity import (describe_findings, intensity_settings_for_channels, survey_dataset,
+                                          survey_findings)
 from mapseg_nnunet.planning.mapseg_configuration import FUSION_STRIDE, glc_unet_architecture, mapseg_block
 from mapseg_nnunet.planning.presets import PRESETS
 from mapseg_nnunet.data.input_checks import DatasetError
@@ -73,12 +76,35 @@ class MAPSegPlanner(PresetPlanner):
             "resampling_fn_probabilities": resampling_softmax.__name__,
             "resampling_fn_probabilities_kwargs": resampling_softmax_kwargs,
             "architecture": self.preset.architecture(),
-            "mapseg": mapseg_block(self.preset, intensity_settings_for_channels(channel_names)),
+            "mapseg": mapseg_block(self.preset, intensity_settings_for_channels(channel_names,
+                                                                                self.intensity_findings())),
         }
 
     def plan_experiment(self):
         self.check_cases_fit_patch()
-        return super().plan_experiment()
+        self.intensity_findings()
+        # nnU-Net prints a "2D U-Net configuration" (which MAPSeg plans drop) and 3d_fullres before save_plans
+        # completes it: print what is saved instead
+        with contextlib.redirect_stdout(io.StringIO()):
+            plans = super().plan_experiment()
+        print_saved_configuration(plans, self.configuration_name,
+                                  join(nnUNet_preprocessed, self.dataset_name, self.plans_identifier + ".json"))
+        return plans
+
+    def intensity_findings(self) -> list:
+        """What the source images hold per channel (negative values, a non-zero constant background), surveyed
+        once from the raw images, printed, and recorded in the plans next to the rule of each channel."""
+        if getattr(self, "_intensity_findings", None) is None:
+            from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+            channel_names = list(self.dataset_json["channel_names"].values())
+            first_image = next(iter(self.dataset.values()))["images"][0]
+            reader = determine_reader_writer_from_dataset_json(self.dataset_json, first_image)()
+            findings = survey_findings(channel_names, survey_dataset(self.dataset, reader))
+            rules = intensity_settings_for_channels(channel_names)["channel_rules"]
+            for line in describe_findings(findings, rules, f"{self.dataset_name} intensities"):
+                print(line)
+            self._intensity_findings = findings
+        return self._intensity_findings
 
     def check_cases_fit_patch(self) -> None:
         """Every training case must cover the patch after resampling (MAPSeg crops local patches from, and
@@ -108,7 +134,13 @@ class MAPSegPlanner(PresetPlanner):
             old.pop(self.configuration_name, None)
             plans["configurations"].update(old)
         save_json_atomic(plans, plans_file)
-        print(f"Plans were saved to {plans_file}")
+
+
+def print_saved_configuration(plans: dict, configuration: str, plans_file: str) -> None:
+    print(f"3D fullres configuration ({configuration}) of {plans['plans_name']}:")
+    print(plans["configurations"][configuration])
+    print()
+    print(f"Plans were saved to {plans_file}")
 
 
 class MAPSegPlannerCPU(MAPSegPlanner):

@@ -20,9 +20,10 @@ from mapseg_nnunet.planning.mapseg_configuration import adapt_plans
 from mapseg_nnunet.training.optimization import amp_step
 from mapseg_nnunet.training.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
 from mapseg_nnunet.training.settings import PlansTrainerSettings, effective_setting
+from mapseg_nnunet.training.splits import SplitCheck
 
 
-class nnUNetTrainerMAPSegBase(PlansTrainerSettings, nnUNetTrainer):
+class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         plans, adapted = adapt_plans(plans, configuration)

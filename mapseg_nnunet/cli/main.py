@@ -3,6 +3,7 @@
     eval "$(mapseg_nnunet env)"   # exports nnUNet_extTrainer so stock nnUNetv2_train/predict find the trainers
     mapseg_nnunet ext-dir         # the folder nnUNet_extTrainer must contain
     mapseg_nnunet doctor          # versions, paths, and where nnU-Net finds each class
+    mapseg_nnunet split -d ID     # splits_final.json for a small labeled cohort (min(5, cases) folds)
 """
 from __future__ import annotations
 
@@ -69,6 +70,23 @@ def doctor() -> int:
     return 0 if problems == 0 else 1
 
 
+def write_split(dataset, folds, overwrite) -> int:
+    from batchgenerators.utilities.file_and_folder_operations import join
+    from mapseg_nnunet.data.input_checks import DatasetError
+    from mapseg_nnunet.data.paths import dataset_name, nnunet_paths
+    from mapseg_nnunet.training.splits import SPLITS_FILE, labeled_identifiers, write_splits
+    try:
+        raw, preprocessed = nnunet_paths()
+        name = dataset_name(dataset)
+        splits = write_splits(join(preprocessed, name), labeled_identifiers(join(raw, name)), folds, overwrite)
+    except DatasetError as e:
+        raise SystemExit(f"ERROR: {e}")
+    print(f"Wrote {join(preprocessed, name, SPLITS_FILE)}: {len(splits)} folds (" + "; ".join(
+        f"fold {i}: {len(s['train'])} train, val {', '.join(s['val'])}" for i, s in enumerate(splits)) +
+          f"). Train folds 0..{len(splits) - 1} with nnUNetv2_train {name} 3d_fullres FOLD ...")
+    return 0
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(prog="mapseg_nnunet", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -76,7 +94,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     sub.add_parser("env", help="print the shell export of nnUNet_extTrainer")
     sub.add_parser("ext-dir", help="print the folder nnUNet_extTrainer must contain")
     sub.add_parser("doctor", help="diagnose the set-up")
+    split = sub.add_parser("split", help="write nnU-Net's splits_final.json for a labeled dataset: min(5, cases) "
+                                         "folds (leave-one-out below 5 cases), nnU-Net's seeded split")
+    split.add_argument("-d", required=True, help="dataset name or id (planned: nnUNet_preprocessed/DatasetXXX)")
+    split.add_argument("--folds", type=int, default=None, help="number of folds; default min(5, labeled cases)")
+    split.add_argument("--overwrite", action="store_true", help="replace an existing splits_final.json")
     args = parser.parse_args(argv)
+    if args.command == "split":
+        return write_split(args.d, args.folds, args.overwrite)
     if args.command == "env":
         print(f"export nnUNet_extTrainer={shlex.quote(ext_trainer_value(os.environ.get('nnUNet_extTrainer')))}")
         return 0

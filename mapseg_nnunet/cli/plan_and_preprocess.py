@@ -70,7 +70,8 @@ def plan_and_preprocess_entry(argv: Optional[List[str]] = None) -> None:
                     "baseline; nnUNetPlansCPU).")
     parser.add_argument("-d", nargs="+", type=int, required=True, help="[REQUIRED] List of dataset IDs.")
     parser.add_argument("-pl", type=str, default=DEFAULT_PLANNER,
-                        help=f"[OPTIONAL] Experiment planner class. Default: {DEFAULT_PLANNER}.")
+                        help=f"[OPTIONAL] Experiment planner class: {', '.join(PLANNERS)}, or any of nnU-Net's. "
+                             f"Default: {DEFAULT_PLANNER}.")
     parser.add_argument("-fpe", type=str, default="DatasetFingerprintExtractor",
                         help="[OPTIONAL] Dataset fingerprint extractor class. Default: DatasetFingerprintExtractor.")
     parser.add_argument("-npfp", type=int, default=8,

@@ -81,13 +81,14 @@ def register_target(source: str | int, target: str | int, plans_identifier: str,
         raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
     target_plans = copy.deepcopy(plans)
     target_plans["dataset_name"] = target_name
-    num_cases, data_identifier = preprocess_unlabeled_dataset(target_name, target_plans, plans_identifier,
-                                                              configuration, source_json, source_name, progress)
+    num_cases, data_identifier, findings = preprocess_unlabeled_dataset(target_name, target_plans, plans_identifier,
+                                                                        configuration, source_json, source_name,
+                                                                        progress)
 
     entry = {"dataset_name": target_name, "role": role, "plans_identifier": plans_identifier,
              "configuration": configuration, "data_identifier": data_identifier, "num_cases": num_cases,
              "channel_names": source_json["channel_names"],
-             "has_test_labels": isdir(join(raw, target_name, "labelsTs"))}
+             "has_test_labels": isdir(join(raw, target_name, "labelsTs")), "intensities_found": findings}
     registry = load_registry(source_name)
     registry["targets"] = [t for t in registry["targets"] if not (
         t["dataset_name"] == target_name and t["plans_identifier"] == plans_identifier

@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from mapseg_nnunet.data.atomic import replace_directory, save_json_atomic
 from mapseg_nnunet.data.input_checks import DatasetError, check_dataset_images
+from mapseg_nnunet.data.intensity import channel_rules, check_against_rules, describe_findings, survey_findings
 from mapseg_nnunet.data.paths import nnunet_paths
 
 
@@ -46,8 +47,9 @@ def preprocess_unlabeled_dataset(target: str, target_plans: dict, plans_identifi
                                  source_json: dict, source: str, progress: bool = True) -> tuple:
     """Preprocess the ``imagesTr`` of raw dataset ``target`` with ``target_plans`` (the source plans renamed to the
     target) into ``nnUNet_preprocessed/<target>/``: plans, dataset.json (the source's label space) and the
-    preprocessed cases, each written then renamed. Checks compatibility with the ``source_json`` of dataset ``source`` first. Returns
-    ``(number of cases, data identifier)``."""
+    preprocessed cases, each written then renamed. Checks compatibility with the ``source_json`` of dataset ``source``
+    first, and the images against the plans' intensity rules (what was found is printed). Returns
+    ``(number of cases, data identifier, intensity findings per channel)``."""
     from nnunetv2.preprocessing.preprocessors.default_preprocessor import DefaultPreprocessor
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
     from nnunetv2.training.dataloading.nnunet_dataset import comp_blosc2_params
@@ -66,8 +68,16 @@ def preprocess_unlabeled_dataset(target: str, target_plans: dict, plans_identifi
     manager = PlansManager(target_plans)
     config = manager.get_configuration(configuration)
     reader = manager.image_reader_writer_class()
-    check_dataset_images({c: {"images": f} for c, f in cases.items()}, len(source_json["channel_names"]), reader,
-                         progress)
+    surveys = check_dataset_images({c: {"images": f} for c, f in cases.items()}, len(source_json["channel_names"]),
+                                   reader, progress)
+    findings = None
+    intensity = (config.configuration.get("mapseg") or {}).get("intensity")
+    if intensity is not None:
+        rules = channel_rules(intensity, len(source_json["channel_names"]))
+        check_against_rules(rules, surveys, plans_identifier)
+        findings = survey_findings(list(source_json["channel_names"].values()), surveys)
+        for line in describe_findings(findings, rules, f"{target} intensities"):
+            print(line)
     target_dataset_json = {**target_json, "labels": source_json["labels"], "numTraining": len(cases)}
     folder = join(preprocessed, target)
     os.makedirs(folder, exist_ok=True)
@@ -93,4 +103,4 @@ def preprocess_unlabeled_dataset(target: str, target_plans: dict, plans_identifi
         replace_directory(partial_dir, final_dir)
     finally:
         shutil.rmtree(partial_dir, ignore_errors=True)
-    return len(cases), config.data_identifier
+    return len(cases), config.data_identifier, findings

@@ -8,8 +8,10 @@ weighting, mirroring, autocast, the device and its out-of-memory fallback to acc
 :func:`install` there, so the hook is active exactly when a MAPSeg network is built. Three methods of
 ``nnUNetPredictor`` are wrapped: ``predict_logits_from_preprocessed_data`` (normalises once, then nnU-Net's fold
 loop), ``predict_sliding_window_return_logits`` (normalises when called directly, as the trainers' final
-validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows). Networks without the
-attributes are untouched. The hook refuses nnunetv2 versions it was not tested against."""
+validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows). A fourth,
+``_manage_input_and_output_lists``, checks that every input file reads to its end before nnU-Net's preprocessing
+workers start (SimpleITK accepts a truncated ``.nii.gz`` and would segment garbage): a corrupt input stops the
+prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions it was not tested against."""
 from __future__ import annotations
 
 import functools
@@ -18,6 +20,7 @@ from importlib.metadata import version
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.input_checks import check_files_readable
 from mapseg_nnunet.data.intensity import normalize_case
 
 SUPPORTED_NNUNET_MINOR = "2.8"
@@ -82,6 +85,15 @@ def install() -> None:
             return predict_glc(self, data, slicers, do_on_device)
         return _internal_predict_sliding_window_return_logits
 
+    def check_inputs(original):
+        def _manage_input_and_output_lists(self, *args, **kwargs):
+            result = original(self, *args, **kwargs)
+            if hasattr(unwrap_network(self.network), INTENSITY_ATTRIBUTE):
+                check_files_readable([f for files in result[0] for f in files if isinstance(f, str)])
+            return result
+        return _manage_input_and_output_lists
+
+    _wrap(nnUNetPredictor, "_manage_input_and_output_lists", check_inputs)
     _wrap(nnUNetPredictor, "predict_logits_from_preprocessed_data", normalise_once)
     _wrap(nnUNetPredictor, "_internal_predict_sliding_window_return_logits", glc_windows)
     _wrap(nnUNetPredictor, "predict_sliding_window_return_logits", normalise_direct_calls)
