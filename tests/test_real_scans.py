@@ -107,3 +107,19 @@ def test_small_cohort_is_reported_before_training_and_split_command(zscored_sour
     assert all(len(s["train"]) == 2 for s in splits) and "3 folds" in out.stdout
     again = run(["mapseg_nnunet", "split", "-d", "931"], env, cwd=root, check=False)
     assert again.returncode != 0 and "--overwrite" in again.stderr
+
+
+def test_iteration_progress_lines_follow_the_interval():
+    from mapseg_nnunet.training.progress import IterationProgress
+    times = iter([0.0] + [5.0 * i for i in range(1, 10)])
+    lines = []
+    progress = IterationProgress(10, 12.0, lines.append, epoch=3, clock=lambda: next(times))
+    for done in range(1, 10):
+        progress.update(done)
+    # 5 s per iteration: a line at 15 s (iteration 3) and 30 s (6) and 45 s (9)
+    assert lines == ["epoch 3: iteration 3/10, 0.2 it/s, 35 s left in this epoch",
+                     "epoch 3: iteration 6/10, 0.2 it/s, 20 s left in this epoch",
+                     "epoch 3: iteration 9/10, 0.2 it/s, 5 s left in this epoch"]
+    silent = IterationProgress(10, 0, lines.append, epoch=0, clock=lambda: 1e9)
+    silent.update(5)
+    assert len(lines) == 3

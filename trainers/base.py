@@ -18,6 +18,7 @@ from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.method.losses import MAPSegLossWeights
 from mapseg_nnunet.planning.mapseg_configuration import adapt_plans
 from mapseg_nnunet.training.optimization import amp_step
+from mapseg_nnunet.training.progress import IterationProgress
 from mapseg_nnunet.training.resume import RNG_KEY, capture_rng_state, in_process_loaders, restore_rng_state
 from mapseg_nnunet.training.settings import PlansTrainerSettings, effective_setting
 from mapseg_nnunet.training.splits import SplitCheck
@@ -43,6 +44,7 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         self.use_amp = True  # fp16 autocast + nnU-Net's GradScaler on CUDA (as nnU-Net trains); no-op on CPU
         self.activation_checkpointing = False  # recompute encoder activations in backward (larger patches on GPUs)
         self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
+        self.progress_interval_s = 60.0  # a progress line (iteration, it/s) this often within an epoch; 0: off
 
     def initialize(self):
         super().initialize()  # PlansTrainerSettings: the plans' settings first, then nnU-Net's
@@ -97,8 +99,13 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
     def train_epoch(self) -> None:
         self.on_epoch_start()
         self.on_train_epoch_start()
-        self.on_train_epoch_end([self.train_step(next(self.dataloader_train))
-                                 for _ in range(self.num_iterations_per_epoch)])
+        progress = IterationProgress(self.num_iterations_per_epoch, self.progress_interval_s, self.print_to_log_file,
+                                     self.current_epoch)
+        outputs = []
+        for i in range(self.num_iterations_per_epoch):
+            outputs.append(self.train_step(next(self.dataloader_train)))
+            progress.update(i + 1)
+        self.on_train_epoch_end(outputs)
 
     def validate_epoch(self) -> None:
         with torch.no_grad():
