@@ -123,3 +123,102 @@ def test_training_and_prediction_agree_on_the_foreground_box_with_a_non_zero_bac
     np.testing.assert_array_equal(training, expected)
     np.testing.assert_array_equal(prediction, expected)
     assert np.any(expected[:, 1] - expected[:, 0] < np.array(raw.shape))
+
+
+class _RecordingArray:
+    """A case array that records the voxels each read touches (what a lazily read blosc2 case decompresses)."""
+
+    def __init__(self, array):
+        self.array, self.shape, self.reads = array, array.shape, []
+
+    def __array__(self, dtype=None, copy=None):
+        self.reads.append(int(np.prod(self.shape[1:])))
+        return self.array if dtype is None else self.array.astype(dtype)
+
+    def __getitem__(self, index):
+        out = self.array[index]
+        self.reads.append(int(np.prod(out.shape[1:])))
+        return out
+
+
+@pytest.mark.parametrize("aug", [NO_AUGMENTATION, GlobalLocalAugmentation(), GlobalLocalAugmentation(1.0)])
+def test_samples_after_the_first_visit_read_only_the_patch_region(aug):
+    """Sampling cost follows the patch: after the case's first visit, a sample reads the local patch's region of
+    the case (at most the patch grown by the largest scale and rotation), never the whole case."""
+    from mapseg_nnunet.data.global_local import CaseSampler
+    from mapseg_nnunet.data.intensity import intensity_settings_for_channels
+    from mapseg_nnunet.data.synthetic import zscored_brain_case
+    image, label, _ = zscored_brain_case(np.random.default_rng(0), (96, 100, 80))
+    data, seg = _RecordingArray(image[None]), _RecordingArray(label[None].astype(np.int8))
+    sampler = CaseSampler(data, seg, PATCH, intensity_settings_for_channels(["FLAIR"]), with_labels=True)
+    assert data.reads == [96 * 100 * 80]  # the one pass over the whole case
+    rng = np.random.default_rng(1)
+    bound = int(np.ceil(max(PATCH) * max(aug.scale_range) * np.sqrt(3))) + 3
+    for _ in range(12):
+        data.reads.clear()
+        s = sampler.sample(data, seg, rng, aug, 99.5)
+        assert len(data.reads) == 1 and data.reads[0] <= bound ** 3 < 96 * 100 * 80
+        assert s["data"].shape == s["global"].shape == (1, *PATCH) and s["global_target"].shape == (1, *PATCH)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("aug", [NO_AUGMENTATION, GlobalLocalAugmentation(affine_probability=0.0)])
+def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, aug):
+    """Without an affine (unaugmented, flipped) a sample equals the whole-case computation: normalise the whole
+    case (jittered percentile), mirror and pad it, crop the patch, resize the foreground box (nnU-Net's resize)."""
+    from mapseg_nnunet.data.global_local import CaseSampler, case_foreground_box, sample_local_start
+    from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
+    from mapseg_nnunet.data.synthetic import zscored_brain_case
+    rng = np.random.default_rng(seed)
+    image, label, _ = zscored_brain_case(rng, (40, 30, 22) if seed % 2 else (44, 50, 38))  # 30, 22 < 24: padded
+    image, seg = image[None], label[None].astype(np.int16)
+    settings = intensity_settings_for_channels(["FLAIR"])
+    percentile = float(rng.uniform(99, 100))
+    s = CaseSampler(image, seg, PATCH, settings, True).sample(image, seg, np.random.default_rng(seed), aug, percentile)
+    # reference: the same draws on whole arrays
+    draws = np.random.default_rng(seed)
+    assert draws.random() >= aug.affine_probability  # no affine
+    flips = [aug.flip_probability > 0 and draws.random() < aug.flip_probability for _ in range(3)]
+    whole, whole_seg = normalize_case(image, settings, percentile), seg
+    for axis in range(3):
+        if flips[axis]:
+            whole, whole_seg = np.flip(whole, axis + 1), np.flip(whole_seg, axis + 1)
+    pad = [(0, 0)] + [((max(0, p - n)) // 2, max(0, p - n) - max(0, p - n) // 2) for p, n in zip(PATCH, image.shape[1:])]
+    whole, whole_seg = np.pad(whole, pad), np.pad(whole_seg, pad, constant_values=-1)
+    box = case_foreground_box(whole, whole_seg)
+    np.testing.assert_array_equal(s["foreground"], box)
+    start = sample_local_start(box, PATCH, whole.shape[1:], draws)
+    local = (slice(None),) + tuple(slice(a, a + p) for a, p in zip(start, PATCH))
+    np.testing.assert_allclose(s["data"], whole[local], atol=1e-6)
+    np.testing.assert_array_equal(s["target"], whole_seg[local])
+    crop = (slice(None),) + tuple(slice(lo, hi) for lo, hi in box)
+    resized = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(whole[crop]))[None], PATCH,
+                                              mode="trilinear", align_corners=False)[0].numpy()
+    np.testing.assert_allclose(s["global"], resized, atol=1e-5)
+    nearest = torch.nn.functional.interpolate(torch.from_numpy(np.ascontiguousarray(whole_seg[crop])).float()[None],
+                                              PATCH, mode="nearest")[0].numpy()
+    np.testing.assert_array_equal(s["global_target"], nearest)
+
+
+def test_case_statistics_give_numpys_percentiles():
+    from mapseg_nnunet.data.intensity import CaseIntensity, intensity_settings_for_channels
+    from mapseg_nnunet.data.synthetic import zscored_brain_case
+    image, _, _ = zscored_brain_case(np.random.default_rng(0), (30, 34, 26))
+    stats = CaseIntensity(image[None], intensity_settings_for_channels(["FLAIR"]))
+    for p in (99.0, 99.31, 99.5, 99.97, 100.0):
+        assert stats.percentile(0, p) == pytest.approx(float(np.percentile(image, p)), rel=1e-6)
+
+
+def test_loader_keeps_case_samplers_within_its_memory_budget():
+    np.random.seed(0)
+    loader = GlobalLocalDataLoader([("source", _Cases(6, 1.0))], 2, PATCH, None, NO_AUGMENTATION, with_labels=True,
+                                   cache_bytes=1)
+    for _ in range(5):
+        loader.generate_train_batch()
+    assert len(loader._cases) == 1  # over budget: only the most recent case stays
+    loader = GlobalLocalDataLoader([("source", _Cases(6, 1.0))], 2, PATCH, None, NO_AUGMENTATION, with_labels=True)
+    for _ in range(20):
+        loader.generate_train_batch()
+    assert len(loader._cases) == 6
+    import pickle
+    assert len(pickle.loads(pickle.dumps(loader))._cases) == 0  # background workers start empty

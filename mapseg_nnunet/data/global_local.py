@@ -30,6 +30,8 @@ pseudo-labels, augmented ones for the student).
 """
 from __future__ import annotations
 
+import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -38,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.dataloading.data_loader import DataLoader
 
-from mapseg_nnunet.data.intensity import background_value, draw_training_percentile, normalize_case
+from mapseg_nnunet.data.intensity import CaseIntensity, background_value, draw_training_percentile
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation, transform_views
 
 
@@ -52,6 +54,9 @@ class GlobalLocalAugmentation:
 
 
 NO_AUGMENTATION = GlobalLocalAugmentation(affine_probability=0.0, flip_probability=0.0)
+# per data loader (one per background worker): the per-case samplers kept in memory (about 2.5 MB per case at the
+# CPU preset's 32^3 patch; a full 1 mm brain case at the paper preset's 96^3)
+SAMPLER_CACHE_BYTES = 1 << 30
 
 
 def _rotation(angles: np.ndarray) -> np.ndarray:
@@ -61,42 +66,6 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rx @ ry @ rz
-
-
-def _grid_sample(volume: torch.Tensor, matrix: np.ndarray, offset: np.ndarray, mode: str,
-                 padding_value: float = 0.0) -> torch.Tensor:
-    """Resample ``volume`` (C, X, Y, Z) at voxel coordinates ``matrix @ idx + offset`` (same output shape)."""
-    shape = volume.shape[1:]
-    idx = torch.stack(torch.meshgrid(*[torch.arange(s, dtype=torch.float32) for s in shape], indexing="ij"))
-    coords = torch.einsum("ij,jxyz->ixyz", torch.as_tensor(matrix, dtype=torch.float32), idx) + \
-        torch.as_tensor(offset, dtype=torch.float32).view(3, 1, 1, 1)
-    # grid_sample wants (x=last dim, ..., normalised to [-1, 1], align_corners=True)
-    norm = torch.stack([coords[i] / max(shape[i] - 1, 1) * 2 - 1 for i in range(3)])
-    grid = norm.flip(0).permute(1, 2, 3, 0)[None]
-    src = volume[None].float() - padding_value
-    out = F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)[0] + padding_value
-    return out
-
-
-def random_affine(image: np.ndarray, seg: Optional[np.ndarray], aug: GlobalLocalAugmentation,
-                  rng: np.random.Generator) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Whole-case affine (probability ``aug.affine_probability``) and flips. ``seg`` may be None; regions
-    moved in from outside the case become image 0 and seg -1 (outside nnU-Net's non-zero mask)."""
-    if rng.random() < aug.affine_probability:
-        scale = rng.uniform(*aug.scale_range)
-        rot = _rotation(np.deg2rad(rng.uniform(-aug.rotation_degrees, aug.rotation_degrees, 3)))
-        inverse = rot.T / scale  # output voxel -> input voxel
-        centre = (np.array(image.shape[1:]) - 1) / 2
-        offset = centre - inverse @ centre
-        image = _grid_sample(torch.from_numpy(np.ascontiguousarray(image)), inverse, offset, "bilinear").numpy()
-        if seg is not None:
-            seg = _grid_sample(torch.from_numpy(np.ascontiguousarray(seg)).float(), inverse, offset, "nearest",
-                               padding_value=-1).numpy().astype(seg.dtype)
-    for axis in range(3):
-        if aug.flip_probability > 0 and rng.random() < aug.flip_probability:
-            image = np.flip(image, axis + 1)
-            seg = np.flip(seg, axis + 1) if seg is not None else None
-    return np.ascontiguousarray(image), (np.ascontiguousarray(seg) if seg is not None else None)
 
 
 def foreground_box(mask: np.ndarray) -> np.ndarray:
@@ -134,14 +103,6 @@ def case_foreground_box(image: np.ndarray, seg: Optional[np.ndarray] = None) -> 
     return foreground_box(case_foreground_mask(image, seg))
 
 
-def _pad_to(array: np.ndarray, shape: Sequence[int], value: float) -> Tuple[np.ndarray, np.ndarray]:
-    pad = [max(0, p - s) for p, s in zip(shape, array.shape[1:])]
-    before = np.array([p // 2 for p in pad])
-    if any(pad):
-        array = np.pad(array, [(0, 0)] + [(b, p - b) for b, p in zip(before, pad)], constant_values=value)
-    return array, before
-
-
 def sample_local_start(box: np.ndarray, patch: Sequence[int], shape: Sequence[int],
                        rng: np.random.Generator) -> np.ndarray:
     """Uniform patch start keeping the patch inside the foreground box; centred on smaller boxes."""
@@ -166,36 +127,265 @@ def box_in_global_view(start: Sequence[int], patch: Sequence[int], foreground: n
     return np.clip(box, 0, patch[:, None]).astype(np.float32)
 
 
-def resize(volume: np.ndarray, size: Sequence[int], mode: str) -> np.ndarray:
-    """(C, X, Y, Z) -> (C, *size); ``trilinear`` (align_corners=False) or ``nearest``."""
-    t = torch.from_numpy(np.ascontiguousarray(volume)).float()[None]
-    kwargs = {"align_corners": False} if mode == "trilinear" else {}
-    return F.interpolate(t, size=tuple(size), mode=mode, **kwargs)[0].numpy()
+@dataclass(frozen=True)
+class SampleTransform:
+    """Where a voxel ``q`` of the transformed, padded case lies in the case: ``o = q - before`` (the padding that
+    brings the case to at least the patch size), flips ``o_a -> S_a - 1 - o_a``, then, when an affine was drawn,
+    ``c = inverse @ o + offset`` (a rotation and isotropic scale about the case centre; image trilinear, labels
+    nearest, zero / -1 outside the case)."""
+    shape: Tuple[int, int, int]
+    before: Tuple[int, int, int]
+    padded: Tuple[int, int, int]
+    flips: Tuple[bool, bool, bool]
+    inverse: Optional[np.ndarray] = None
+    offset: Optional[np.ndarray] = None
+
+    @property
+    def affine(self) -> bool:
+        return self.inverse is not None
+
+    def to_case(self, q: np.ndarray) -> np.ndarray:
+        """(3, ...) voxel coordinates of the transformed padded case -> case coordinates."""
+        extra = (1,) * (q.ndim - 1)
+        o = q - np.reshape(self.before, (3, *extra))
+        o = np.where(np.reshape(self.flips, (3, *extra)), np.reshape(np.array(self.shape) - 1, (3, *extra)) - o, o)
+        if self.inverse is not None:
+            o = np.tensordot(self.inverse, o, axes=1) + np.reshape(self.offset, (3, *extra))
+        return o
+
+    def from_case(self, c: np.ndarray) -> np.ndarray:
+        """(3, N) case coordinates -> coordinates in the transformed padded case."""
+        o = c
+        if self.inverse is not None:
+            o = np.linalg.solve(self.inverse, c - np.reshape(self.offset, (3, 1)))
+        o = np.where(np.reshape(self.flips, (3, 1)), np.reshape(np.array(self.shape) - 1, (3, 1)) - o, o)
+        return o + np.reshape(self.before, (3, 1))
+
+
+def draw_transform(shape: Sequence[int], patch: Sequence[int], aug: GlobalLocalAugmentation,
+                   rng: np.random.Generator) -> SampleTransform:
+    """With probability ``aug.affine_probability`` a random affine about the case centre (isotropic scale,
+    rotations about the three axes), then random flips per axis."""
+    shape = np.asarray(shape, dtype=np.int64)
+    inverse = offset = None
+    if rng.random() < aug.affine_probability:
+        scale = rng.uniform(*aug.scale_range)
+        rot = _rotation(np.deg2rad(rng.uniform(-aug.rotation_degrees, aug.rotation_degrees, 3)))
+        inverse = rot.T / scale  # output voxel -> input voxel
+        centre = (shape - 1) / 2
+        offset = centre - inverse @ centre
+    flips = tuple(bool(aug.flip_probability > 0 and rng.random() < aug.flip_probability) for _ in range(3))
+    padded = np.maximum(shape, np.asarray(patch, dtype=np.int64))
+    before = (padded - shape) // 2
+    return SampleTransform(tuple(int(v) for v in shape), tuple(int(v) for v in before),
+                           tuple(int(v) for v in padded), flips, inverse, offset)
+
+
+def _sample(volume: np.ndarray, coords: np.ndarray, mode: str, fill: float) -> np.ndarray:
+    """``volume`` (C, X, Y, Z) at voxel coordinates ``coords`` (3, *out) (voxel centres at integers), trilinear
+    (``bilinear``) or ``nearest``; ``fill`` outside the volume (trilinear blends towards it, as grid_sample's
+    zeros padding)."""
+    shape = np.array(volume.shape[1:], dtype=np.float64).reshape(3, *([1] * (coords.ndim - 1)))
+    norm = coords / np.maximum(shape - 1, 1) * 2 - 1
+    grid = torch.from_numpy(norm.astype(np.float32)).flip(0).permute(*range(1, coords.ndim), 0)[None]
+    src = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None] - fill
+    return (F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)[0] + fill).numpy()
+
+
+def _read_region(array, lo: np.ndarray, hi: np.ndarray, fill: float, dtype, transform=None) -> np.ndarray:
+    """``array[:, lo:hi]`` (any of nnU-Net's case arrays: numpy, memory map, blosc2, read lazily) with ``fill``
+    where ``[lo, hi)`` leaves the array; ``transform`` maps the values read (normalisation) before filling."""
+    shape = np.array(array.shape[1:])
+    a, b = np.maximum(lo, 0), np.minimum(hi, shape)
+    out = np.full((array.shape[0], *(hi - lo)), fill, dtype=dtype)
+    if np.all(b > a):
+        values = np.asarray(array[(slice(None),) + tuple(slice(int(x), int(y)) for x, y in zip(a, b))])
+        values = transform(values) if transform is not None else values.astype(dtype, copy=False)
+        out[(slice(None),) + tuple(slice(int(x - l), int(y - l)) for x, y, l in zip(a, b, lo))] = values
+    return out
+
+
+def _linear_resize_taps(size: int, out: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``F.interpolate(mode='trilinear', align_corners=False)`` along one axis: for each output voxel the two
+    source indices and the weight of the second."""
+    scale = np.float32(size) / np.float32(out)
+    src = np.maximum((np.arange(out, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5), 0)
+    i0 = np.floor(src).astype(np.int64)
+    i1 = np.where(i0 < size - 1, i0 + 1, i0)
+    return i0, i1, (src - i0).astype(np.float64)
+
+
+def _linear_resize_weights(size: int, out: int) -> Tuple[np.ndarray, np.ndarray]:
+    """The same as the source indices needed (sorted) and the (out, len(indices)) weight matrix."""
+    i0, i1, l1 = _linear_resize_taps(size, out)
+    indices = np.unique(np.concatenate([i0, i1]))
+    weights = np.zeros((out, indices.size))
+    np.add.at(weights, (np.arange(out), np.searchsorted(indices, i0)), 1 - l1)
+    np.add.at(weights, (np.arange(out), np.searchsorted(indices, i1)), l1)
+    return indices, weights
+
+
+def _nearest_resize_indices(size: int, out: int) -> np.ndarray:
+    """Source indices of ``F.interpolate(mode='nearest')`` along one axis."""
+    if size == out:
+        return np.arange(out)
+    scale = np.float32(size) / np.float32(out)
+    return np.minimum(np.floor(np.arange(out, dtype=np.float32) * scale).astype(np.int64), size - 1)
+
+
+def _hull_points(mask: np.ndarray) -> np.ndarray:
+    """(3, K) voxel centres whose bounding box under any affine map equals that of the whole ``mask``: the
+    vertices of its convex hull, found among the first and last voxel of each z column."""
+    columns = mask.any(2)
+    if not columns.any():
+        return np.zeros((3, 0))
+    x, y = np.nonzero(columns)
+    first = np.argmax(mask[x, y], axis=1)
+    last = mask.shape[2] - 1 - np.argmax(mask[x, y, ::-1], axis=1)
+    points = np.unique(np.concatenate([np.stack([x, y, first], 1), np.stack([x, y, last], 1)]), axis=0)
+    try:
+        from scipy.spatial import ConvexHull
+        points = points[ConvexHull(points).vertices]
+    except Exception:  # flat or tiny foreground: keep all the column ends
+        pass
+    return points.T.astype(np.float64)
+
+
+class CaseSampler:
+    """What sampling needs from one case, computed once from the whole case (the only pass over all its voxels):
+    intensity statistics (:class:`~mapseg_nnunet.data.intensity.CaseIntensity`), the foreground box
+    (:func:`case_foreground_box` of the normalised case, as the predictor computes it) and the hull of the
+    foreground, the case values on the grid of its unaugmented global view, and a copy of the case at a stride
+    (about twice the global view's resolution) for the global view of affine samples. Each sample then reads only
+    the local patch's region of the case: its cost follows the patch, not the case's voxel count."""
+
+    def __init__(self, image, seg, patch: Sequence[int], intensity: Optional[dict], with_labels: bool):
+        image = np.asarray(image, dtype=np.float32)
+        seg = np.asarray(seg) if seg is not None else None
+        self.patch = tuple(int(p) for p in patch)
+        self.shape = image.shape[1:]
+        self.with_labels = with_labels and seg is not None
+        self.intensity = CaseIntensity(image, intensity)
+        mask = case_foreground_mask(self.intensity.normalize(image), seg)
+        self.box = foreground_box(mask)
+        self.hull = _hull_points(mask)
+        # unaugmented global view: the box resized to the patch (trilinear); flips only mirror it
+        self.grid = [_linear_resize_weights(int(hi - lo), p) for (lo, hi), p in zip(self.box, self.patch)]
+        self.grid_values = image[np.ix_(range(image.shape[0]), *[lo + idx for (lo, _), (idx, _) in
+                                                                   zip(self.box, self.grid)])]
+        # a copy at a stride for the global view of affine samples
+        self.stride = tuple(max(1, s // (2 * p)) for s, p in zip(self.shape, self.patch))
+        strided = (slice(None),) + tuple(slice(None, None, f) for f in self.stride)
+        self.strided_values = np.ascontiguousarray(image[strided])
+        self.nbytes = self.grid_values.nbytes + self.strided_values.nbytes + self.intensity.nbytes + self.hull.nbytes
+        if self.with_labels:
+            self.seg_grid = []
+            for (lo, hi), p in zip(self.box, self.patch):
+                idx = _nearest_resize_indices(int(hi - lo), p)
+                self.seg_grid.append(np.unique(np.concatenate([lo + idx, hi - 1 - idx])))
+            self.seg_grid_values = seg[0][np.ix_(*self.seg_grid)]
+            self.strided_seg = np.ascontiguousarray(seg[strided])
+            self.nbytes += self.seg_grid_values.nbytes + self.strided_seg.nbytes
+
+    def transformed_box(self, t: SampleTransform) -> np.ndarray:
+        """(3, 2) foreground box in the transformed padded case: the case's box flipped and shifted (exact), or
+        the bounding box of the transformed foreground hull (affine; voxels within one voxel of it)."""
+        before, shape = np.array(t.before), np.array(t.shape)
+        if not t.affine:
+            box = self.box.copy()
+            for axis in range(3):
+                if t.flips[axis]:
+                    box[axis] = shape[axis] - box[axis, ::-1]
+            return box + before[:, None]
+        if self.hull.shape[1] == 0:
+            return np.stack([before, before + shape], 1)
+        q = t.from_case(self.hull)
+        lo = np.floor(q.min(1) + 1e-6).astype(np.int64)
+        hi = np.ceil(q.max(1) - 1e-6).astype(np.int64) + 1
+        lo, hi = np.clip(lo, before, before + shape), np.clip(hi, before, before + shape)
+        hi = np.maximum(hi, lo + 1)
+        return np.stack([lo, hi], 1)
+
+    def sample(self, image, seg, rng: np.random.Generator, aug: GlobalLocalAugmentation,
+               percentile: Optional[float] = None) -> Dict[str, np.ndarray]:
+        """One sample; ``image`` / ``seg`` are the case's arrays (read lazily: only the local region)."""
+        patch = np.array(self.patch)
+        t = draw_transform(self.shape, patch, aug, rng)
+        box = self.transformed_box(t)
+        start = sample_local_start(box, patch, t.padded, rng)
+
+        def normalize(values):
+            return self.intensity.normalize(values, percentile)
+
+        out = {"box": box_in_global_view(start, patch, box), "foreground": box}
+        if not t.affine:
+            # integer voxels: read the patch's region, mirror it where flipped, pad outside the case
+            o_lo = start - np.array(t.before)
+            lo = np.where(t.flips, np.array(t.shape) - (o_lo + patch), o_lo)
+            flip_axes = tuple(a + 1 for a in range(3) if t.flips[a])
+            out["data"] = np.flip(_read_region(image, lo, lo + patch, 0.0, np.float32, normalize), flip_axes)
+            g = np.einsum("ua,vb,wc,kabc->kuvw", *[w for _, w in self.grid], normalize(self.grid_values),
+                          optimize=True)
+            out["global"] = np.flip(g, flip_axes).astype(np.float32)
+            if self.with_labels:
+                out["target"] = np.flip(_read_region(seg, lo, lo + patch, -1, np.int16), flip_axes)
+                positions = []
+                for axis, ((b_lo, b_hi), p) in enumerate(zip(self.box, patch)):
+                    idx = _nearest_resize_indices(int(b_hi - b_lo), int(p))
+                    wanted = (b_hi - 1 - idx) if t.flips[axis] else (b_lo + idx)
+                    positions.append(np.searchsorted(self.seg_grid[axis], wanted))
+                out["global_target"] = self.seg_grid_values[np.ix_(*positions)][None].astype(np.int16)
+        else:
+            # the transformed case T exists on the case's shape (zero / -1 in the padding around it): its voxels
+            # are trilinear (labels nearest) samples of the case; the local patch is T on the patch's voxels, the
+            # global view T's foreground box resized to the patch (trilinear between T's voxels, as the predictor
+            # resizes), here from the strided copy of the case
+            before, shape = np.array(t.before).reshape(3, 1, 1, 1), np.array(t.shape).reshape(3, 1, 1, 1)
+
+            def outside(qq):
+                return ~np.all((qq >= before) & (qq < before + shape), axis=0)
+
+            strides = np.reshape(self.stride, (3, 1, 1, 1))
+            q = np.stack(np.meshgrid(*[np.arange(s, s + p, dtype=np.float64) for s, p in zip(start, patch)],
+                                     indexing="ij"))
+            c = t.to_case(q)
+            lo = np.floor(c.reshape(3, -1).min(1)).astype(np.int64) - 1
+            hi = np.floor(c.reshape(3, -1).max(1)).astype(np.int64) + 2
+            shifted = c - lo.reshape(3, 1, 1, 1)
+            out["data"] = _sample(_read_region(image, lo, hi, 0.0, np.float32, normalize), shifted, "bilinear", 0.0)
+            out["data"][:, outside(q)] = 0
+            # T on the voxels the resize reads (a separable grid), then the resize's weights
+            grid = [_linear_resize_weights(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
+            qg = np.stack(np.meshgrid(*[(b_lo + idx).astype(np.float64) for (b_lo, _), (idx, _) in zip(box, grid)],
+                                      indexing="ij"))
+            values = _sample(normalize(self.strided_values), t.to_case(qg) / strides, "bilinear", 0.0)
+            values[:, outside(qg)] = 0
+            g = np.einsum("ua,vb,wc,kabc->kuvw", *[w for _, w in grid], values, optimize=True)
+            out["global"] = g
+            if self.with_labels:
+                target = _sample(_read_region(seg, lo, hi, -1, np.float32), shifted, "nearest", -1.0)
+                target[:, outside(q)] = -1
+                out["target"] = target.astype(np.int16)
+                idx = [b_lo + _nearest_resize_indices(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
+                qn = np.stack(np.meshgrid(*[i.astype(np.float64) for i in idx], indexing="ij"))
+                global_target = _sample(self.strided_seg.astype(np.float32), t.to_case(qn) / strides, "nearest", -1.0)
+                global_target[:, outside(qn)] = -1
+                out["global_target"] = global_target.astype(np.int16)
+        out["data"] = np.ascontiguousarray(out["data"], dtype=np.float32)
+        out["global"] = np.ascontiguousarray(out["global"], dtype=np.float32)
+        for key in ("target", "global_target"):
+            if key in out:
+                out[key] = np.ascontiguousarray(out[key])
+        return out
 
 
 def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Sequence[int],
                         aug: GlobalLocalAugmentation, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """One training sample from a whole case. ``image`` (C, X, Y, Z) already intensity-normalised; ``seg``
     (1, X, Y, Z) with nnU-Net's convention (-1 outside the non-zero mask) or None. ``foreground`` in the result is
-    the case's foreground box (:func:`case_foreground_box`) in voxels of the transformed, padded case."""
-    image, seg = random_affine(image, seg, aug, rng)
-    image, before = _pad_to(image, patch, 0.0)
-    if seg is not None:
-        seg, _ = _pad_to(seg, patch, -1)
-    box = case_foreground_box(image, seg)
-    start = sample_local_start(box, patch, image.shape[1:], rng)
-    local = tuple(slice(s, s + p) for s, p in zip(start, patch))
-    crop = tuple(slice(lo, hi) for lo, hi in box)
-    out = {
-        "data": image[(slice(None),) + local],
-        "global": resize(image[(slice(None),) + crop], patch, "trilinear"),
-        "box": box_in_global_view(start, patch, box),
-        "foreground": box,
-    }
-    if seg is not None:
-        out["target"] = seg[(slice(None),) + local]
-        out["global_target"] = resize(seg[(slice(None),) + crop], patch, "nearest")
-    return out
+    the case's foreground box (:func:`case_foreground_box`) in voxels of the transformed, padded case. (The data
+    loaders keep a :class:`CaseSampler` per case instead of building one per sample.)"""
+    return CaseSampler(image, seg, patch, None, seg is not None).sample(image, seg, rng, aug)
 
 
 class GlobalLocalDataLoader(DataLoader):
@@ -209,7 +399,7 @@ class GlobalLocalDataLoader(DataLoader):
     def __init__(self, domains: List[Tuple[str, object]], batch_size: int, patch_size: Sequence[int],
                  intensity: Optional[dict], augmentation: GlobalLocalAugmentation, with_labels: bool,
                  training: bool = True, views: Optional[IntensityAugmentation] = None,
-                 student: Optional[IntensityAugmentation] = None):
+                 student: Optional[IntensityAugmentation] = None, cache_bytes: int = SAMPLER_CACHE_BYTES):
         super().__init__(domains, batch_size, 1, None, True, False, True)
         if not domains:
             raise ValueError("GlobalLocalDataLoader needs at least one domain")
@@ -222,6 +412,27 @@ class GlobalLocalDataLoader(DataLoader):
         self.view_transforms = views.transforms() if views is not None and views.active else []
         self.student_transforms = student.transforms() if student is not None and student.active else []
         self.rng = None
+        self.cache_bytes = cache_bytes
+        self._cases: "OrderedDict[tuple, CaseSampler]" = OrderedDict()
+        self._cached_bytes = 0
+
+    def _case_sampler(self, key, data, seg) -> CaseSampler:
+        """The case's :class:`CaseSampler`, kept (least recently used first out) within ``cache_bytes``."""
+        sampler = self._cases.get(key)
+        if sampler is None:
+            sampler = CaseSampler(data, seg, self.patch_size, self.intensity, self.with_labels)
+            self._cases[key] = sampler
+            self._cached_bytes += sampler.nbytes
+            while self._cached_bytes > self.cache_bytes and len(self._cases) > 1:
+                self._cached_bytes -= self._cases.popitem(last=False)[1].nbytes
+        else:
+            self._cases.move_to_end(key)
+        return sampler
+
+    def __getstate__(self):  # background workers start with an empty cache
+        state = dict(self.__dict__)
+        state["_cases"], state["_cached_bytes"] = OrderedDict(), 0
+        return state
 
     def _rng(self) -> np.random.Generator:
         # seeded from numpy's global state, which nnU-Net's background workers seed individually
@@ -237,12 +448,11 @@ class GlobalLocalDataLoader(DataLoader):
             dataset = self.domains[d][1]
             key = dataset.identifiers[int(rng.integers(len(dataset.identifiers)))]
             data, seg, _, _ = dataset.load_case(key)
-            data = np.asarray(data, dtype=np.float32)
-            if self.intensity is not None:
-                percentile = draw_training_percentile(self.intensity, rng) if self.training else None
-                data = normalize_case(data, self.intensity, percentile)
-            seg = np.asarray(seg) if seg is not None else None
-            samples.append(global_local_sample(data, seg, self.patch_size, self.augmentation, rng))
+            percentile = None
+            if self.intensity is not None and self.training:
+                percentile = draw_training_percentile(self.intensity, rng)
+            sampler = self._case_sampler((d, key), data, seg)
+            samples.append(sampler.sample(data, seg, rng, self.augmentation, percentile))
             domains.append(d)
             keys.append(f"{self.domains[d][0]}/{key}")
         batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in ("data", "global", "box")}

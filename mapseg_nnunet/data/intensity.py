@@ -98,25 +98,93 @@ def draw_training_percentile(settings: dict, rng: np.random.Generator | None = N
     return float(settings["inference_percentile"])
 
 
-def normalize_channel(channel: np.ndarray, rule: str, percentile: float, ct_offset: float = 1024.0) -> np.ndarray:
-    """One channel (X, Y, Z) of a whole case under ``rule`` (module docstring)."""
+def rule_input(channel: np.ndarray, rule: str, ct_offset: float = 1024.0) -> np.ndarray:
+    """The values ``rule`` scales (pointwise, so any part of a case can be mapped on its own): CT +offset and
+    negatives to 0, clip_negatives negatives to 0, case_minimum the values themselves."""
     channel = np.asarray(channel, dtype=np.float32)
     if rule == RULE_CT:
-        channel = np.maximum(channel + ct_offset, 0)
-    elif rule == RULE_CLIP:
-        channel = np.maximum(channel, 0)
-    elif rule != RULE_MINIMUM:
+        return np.maximum(channel + ct_offset, 0)
+    if rule == RULE_CLIP:
+        return np.maximum(channel, 0)
+    if rule != RULE_MINIMUM:
         raise ValueError(f"Unknown MAPSeg intensity rule {rule!r}; known: {list(RULES)}")
+    return channel
+
+
+def scale_values(values: np.ndarray, low: float, high: float, background: Optional[float]) -> np.ndarray:
+    """``clip((values - low) / (high - low), 0, 1)``, the case's constant ``background`` (when not ``low``) to 0;
+    ``values`` are :func:`rule_input` values of one channel, ``low`` / ``high`` its case minimum and percentile."""
+    if high <= low:
+        return np.zeros_like(values, dtype=np.float32)
+    out = np.clip((values - low) / (high - low), 0, 1)
+    if background is not None and background != low:
+        out[values == background] = 0
+    return out
+
+
+def normalize_channel(channel: np.ndarray, rule: str, percentile: float, ct_offset: float = 1024.0) -> np.ndarray:
+    """One channel (X, Y, Z) of a whole case under ``rule`` (module docstring)."""
+    channel = rule_input(channel, rule, ct_offset)
     low = float(channel.min())
     high = float(np.percentile(channel, percentile))
-    if high <= low:
-        return np.zeros_like(channel)
-    out = np.clip((channel - low) / (high - low), 0, 1)
-    if rule == RULE_MINIMUM:
-        background = background_value(channel, low)
-        if background is not None and background != low:
-            out[channel == background] = 0
-    return out
+    background = background_value(channel, low) if rule == RULE_MINIMUM and high > low else None
+    return scale_values(channel, low, high, background)
+
+
+class CaseIntensity:
+    """The statistics a case's normalisation needs (per channel: minimum, constant background, the values above
+    the lowest percentile the settings can ask for), computed once from the whole case, so that any part of the
+    case (a patch, a sub-grid) is normalised exactly as :func:`normalize_case` normalises the whole case, at any
+    percentile of the settings' range (training jitter) -- without touching the rest of the case."""
+
+    def __init__(self, image: np.ndarray, settings: Optional[dict]):
+        self.settings = settings
+        if settings is None:
+            return
+        if settings.get("scheme") != "mapseg_percentile":
+            raise ValueError(f"Unknown MAPSeg intensity scheme {settings.get('scheme')!r}")
+        self.rules = channel_rules(settings, image.shape[0])
+        lowest = min([settings["inference_percentile"]] + list(settings.get("train_percentile_range", [100.0])))
+        self.low, self.background, self.top, self.n = [], [], [], []
+        for c, rule in enumerate(self.rules):
+            values = rule_input(image[c], rule, settings["ct_offset"]).ravel()
+            n = values.size
+            first = max(0, min(n - 2, int(np.floor(lowest / 100 * (n - 1)))))
+            low = float(values.min())
+            self.low.append(low)
+            self.background.append(background_value(values.reshape(image.shape[1:]), low)
+                                   if rule == RULE_MINIMUM else None)
+            self.top.append((first, np.sort(np.partition(values, first)[first:]) if n > 1 else values.copy()))
+            self.n.append(n)
+
+    @property
+    def nbytes(self) -> int:
+        return 0 if self.settings is None else sum(top.nbytes for _, top in self.top)
+
+    def percentile(self, c: int, p: float) -> float:
+        """numpy's linear-interpolation percentile of channel ``c`` from the cached upper values."""
+        first, top = self.top[c]
+        if self.n[c] == 1:
+            return float(top[0])
+        r = p / 100 * (self.n[c] - 1)
+        i = int(np.floor(r))
+        if i < first:
+            raise ValueError(f"percentile {p} is below the range the case statistics were computed for")
+        a = float(top[i - first])
+        b = float(top[min(i + 1 - first, top.size - 1)])
+        return a + (b - a) * (r - i)
+
+    def normalize(self, image: np.ndarray, percentile: Optional[float] = None) -> np.ndarray:
+        """Normalise any part ``(C, ...)`` of the case (raw values) at ``percentile`` (default: inference)."""
+        image = np.asarray(image, dtype=np.float32)
+        if self.settings is None:
+            return image
+        percentile = self.settings["inference_percentile"] if percentile is None else percentile
+        out = np.empty(image.shape, dtype=np.float32)
+        for c, rule in enumerate(self.rules):
+            values = rule_input(image[c], rule, self.settings["ct_offset"])
+            out[c] = scale_values(values, self.low[c], self.percentile(c, percentile), self.background[c])
+        return out
 
 
 def normalize_case(image: np.ndarray, settings: Optional[dict], percentile: Optional[float] = None) -> np.ndarray:
