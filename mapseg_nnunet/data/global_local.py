@@ -1,25 +1,35 @@
 """Global-local sampling: for each training sample, a local patch ``x`` at the plans' patch size, the whole case
 ``X`` resized to the same size, and the box of ``x`` inside ``X``.
 
-Geometric augmentation is applied to the **whole case** first (as in the reference), so the local patch and the
-global view come from the same transformed volume and the box is exact:
+Geometric augmentation is defined on the **whole case** (as in the reference), so the local patch and the global
+view come from the same transformed volume ``T`` and the box is exact:
 
-1. whole case in MAPSeg's intensity convention (training percentile jitter), see :mod:`mapseg_nnunet.data.intensity`;
+1. the case in MAPSeg's intensity convention (training percentile jitter), see :mod:`mapseg_nnunet.data.intensity`;
 2. with probability ``affine_probability`` a random affine about the case centre (isotropic scale, rotations
-   about the three axes), image trilinear, labels nearest; then random flips per axis (MAE);
-3. foreground box = :func:`case_foreground_box` of the transformed case: the bounding box of the voxels that differ
-   from the case's constant background in any channel (0 after MAPSeg's intensity rules), within nnU-Net's
-   non-zero mask (``seg >= 0``) when there is a segmentation. The predictor
-   (:func:`mapseg_nnunet.inference.glc.global_view`) uses the same function, so training and prediction agree on
-   the global view also when the raw background is a non-zero constant (z-scored MRI), where nnU-Net's crop to
-   non-zero crops nothing and ``seg >= 0`` is the whole case;
+   about the three axes), image trilinear, labels nearest; then random flips per axis (MAE); ``T`` is zero-padded
+   to at least the patch size (:class:`SampleTransform`);
+3. foreground box = :func:`case_foreground_box`: the bounding box of the voxels that differ from the case's
+   constant background in any channel (0 after MAPSeg's intensity rules), within nnU-Net's non-zero mask
+   (``seg >= 0``) when there is a segmentation. The predictor (:func:`mapseg_nnunet.inference.glc.global_view`)
+   uses the same function, so training and prediction agree on the global view also when the raw background is a
+   non-zero constant (z-scored MRI), where nnU-Net's crop to non-zero crops nothing and ``seg >= 0`` is the whole
+   case. In ``T`` it is the case's box mirrored and shifted, or, after an affine, the bounding box of the
+   transformed foreground's convex hull (within one voxel of the transformed mask's);
 4. local patch start uniform such that the patch stays inside the foreground box (centred when the box is
-   smaller than the patch; the case is zero-padded to at least the patch size);
-5. global view = the foreground box resized to the patch size per axis (anisotropically, as the reference), images
-   trilinear (``align_corners=False``), labels nearest;
+   smaller than the patch);
+5. global view = the foreground box of ``T`` resized to the patch size per axis (anisotropically, as the
+   reference), images trilinear (``align_corners=False``, as ``F.interpolate``), labels nearest;
 6. box of the local patch in global voxel units, ``[lo, hi)`` per axis: ``(start - box_start) * patch / box_size``.
    Global voxel ``u`` covers ``[u, u + 1)``; it samples the case at ``box_start + (u + 0.5) * box_size / patch -
    0.5``, which is the same convention, so the box is exact (tested with coordinate-valued volumes).
+
+``T`` is never computed as a whole: each output voxel maps back to the case (:class:`SampleTransform`), so a
+sample costs what the patch and the global view cost, not the case's voxel count (issue #20; measured by
+``python -m benchmarks.sampling_cost``). :class:`CaseSampler` reads a case once (intensity statistics, foreground
+box and hull, the case's values on the grid its unaugmented global view reads, a strided copy for the global
+view of affine samples); each sample then reads only the local patch's region of the case. Without an affine
+this equals the whole-case computation exactly (tested); after an affine the global view samples the strided
+copy (the case itself when it is at most twice the patch per axis).
 
 :class:`GlobalLocalDataLoader` runs this inside nnU-Net's background workers (it is a batchgenerators
 ``DataLoader``), sampling domains uniformly (domain-balanced) and then a case within the domain. Intensity
