@@ -123,3 +123,12 @@ def test_iteration_progress_lines_follow_the_interval():
     silent = IterationProgress(10, 0, lines.append, epoch=0, clock=lambda: 1e9)
     silent.update(5)
     assert len(lines) == 3
+
+
+def test_planner_help_and_doctor_list_the_stock_cpu_planner(tmp_path):
+    from mapseg_nnunet.cli.plan_and_preprocess import PLANNERS
+    assert "nnUNetPlannerCPU" in PLANNERS  # doctor prints every name of PLANNERS
+    out = run(["mapseg_plan_and_preprocess", "-h"], nnunet_env(tmp_path), cwd=tmp_path)
+    help_text = " ".join(out.stdout.split())
+    for name in PLANNERS:
+        assert name in help_text.split("-pl PL")[-1], name
