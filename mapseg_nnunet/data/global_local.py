@@ -154,14 +154,22 @@ class SampleTransform:
     def affine(self) -> bool:
         return self.inverse is not None
 
-    def to_case(self, q: np.ndarray) -> np.ndarray:
-        """(3, ...) voxel coordinates of the transformed padded case -> case coordinates."""
-        extra = (1,) * (q.ndim - 1)
-        o = q - np.reshape(self.before, (3, *extra))
-        o = np.where(np.reshape(self.flips, (3, *extra)), np.reshape(np.array(self.shape) - 1, (3, *extra)) - o, o)
-        if self.inverse is not None:
-            o = np.tensordot(self.inverse, o, axes=1) + np.reshape(self.offset, (3, *extra))
-        return o
+    def grid_to_case(self, axes: Sequence[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+        """Case coordinates (3, n0, n1, n2) (float32) of the voxels ``axes[0] x axes[1] x axes[2]`` of the
+        transformed padded case, and whether each lies in the padding around the transformed case."""
+        o = []
+        for a, values in enumerate(axes):
+            v = np.asarray(values, dtype=np.float64) - self.before[a]
+            o.append(self.shape[a] - 1 - v if self.flips[a] else v)
+        shapes = [(-1, 1, 1), (1, -1, 1), (1, 1, -1)]
+        if self.inverse is None:
+            c = np.stack(np.broadcast_arrays(*[v.reshape(sh) for v, sh in zip(o, shapes)]))
+        else:
+            c = np.stack([sum(self.inverse[i, a] * o[a].reshape(shapes[a]) for a in range(3)) + self.offset[i]
+                          for i in range(3)])
+        inside = [(np.asarray(v) >= b) & (np.asarray(v) < b + n) for v, b, n in zip(axes, self.before, self.shape)]
+        padding = ~(inside[0][:, None, None] & inside[1][None, :, None] & inside[2][None, None, :])
+        return c.astype(np.float32), padding
 
     def from_case(self, c: np.ndarray) -> np.ndarray:
         """(3, N) case coordinates -> coordinates in the transformed padded case."""
@@ -195,9 +203,9 @@ def _sample(volume: np.ndarray, coords: np.ndarray, mode: str, fill: float) -> n
     """``volume`` (C, X, Y, Z) at voxel coordinates ``coords`` (3, *out) (voxel centres at integers), trilinear
     (``bilinear``) or ``nearest``; ``fill`` outside the volume (trilinear blends towards it, as grid_sample's
     zeros padding)."""
-    shape = np.array(volume.shape[1:], dtype=np.float64).reshape(3, *([1] * (coords.ndim - 1)))
-    norm = coords / np.maximum(shape - 1, 1) * 2 - 1
-    grid = torch.from_numpy(norm.astype(np.float32)).flip(0).permute(*range(1, coords.ndim), 0)[None]
+    shape = np.array(volume.shape[1:], dtype=np.float32).reshape(3, *([1] * (coords.ndim - 1)))
+    norm = np.asarray(coords, dtype=np.float32) / np.maximum(shape - 1, 1) * 2 - 1
+    grid = torch.from_numpy(norm).flip(0).permute(*range(1, coords.ndim), 0)[None]
     src = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))[None] - fill
     return (F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)[0] + fill).numpy()
 
@@ -233,6 +241,15 @@ def _linear_resize_weights(size: int, out: int) -> Tuple[np.ndarray, np.ndarray]
     np.add.at(weights, (np.arange(out), np.searchsorted(indices, i0)), 1 - l1)
     np.add.at(weights, (np.arange(out), np.searchsorted(indices, i1)), l1)
     return indices, weights
+
+
+def _separable_resize(weights: Sequence[np.ndarray], values: np.ndarray) -> np.ndarray:
+    """``values`` (C, A, B, D) resized by one weight matrix per spatial axis ((out, A), ...), in float32."""
+    v = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
+    for axis, w in enumerate(weights):
+        w = torch.from_numpy(np.ascontiguousarray(w, dtype=np.float32))
+        v = torch.movedim(torch.tensordot(w, v, dims=([1], [axis + 1])), 0, axis + 1)
+    return v.numpy()
 
 
 def _nearest_resize_indices(size: int, out: int) -> np.ndarray:
@@ -334,8 +351,7 @@ class CaseSampler:
             lo = np.where(t.flips, np.array(t.shape) - (o_lo + patch), o_lo)
             flip_axes = tuple(a + 1 for a in range(3) if t.flips[a])
             out["data"] = np.flip(_read_region(image, lo, lo + patch, 0.0, np.float32, normalize), flip_axes)
-            g = np.einsum("ua,vb,wc,kabc->kuvw", *[w for _, w in self.grid], normalize(self.grid_values),
-                          optimize=True)
+            g = _separable_resize([w for _, w in self.grid], normalize(self.grid_values))
             out["global"] = np.flip(g, flip_axes).astype(np.float32)
             if self.with_labels:
                 out["target"] = np.flip(_read_region(seg, lo, lo + patch, -1, np.int16), flip_axes)
@@ -350,36 +366,27 @@ class CaseSampler:
             # are trilinear (labels nearest) samples of the case; the local patch is T on the patch's voxels, the
             # global view T's foreground box resized to the patch (trilinear between T's voxels, as the predictor
             # resizes), here from the strided copy of the case
-            before, shape = np.array(t.before).reshape(3, 1, 1, 1), np.array(t.shape).reshape(3, 1, 1, 1)
-
-            def outside(qq):
-                return ~np.all((qq >= before) & (qq < before + shape), axis=0)
-
-            strides = np.reshape(self.stride, (3, 1, 1, 1))
-            q = np.stack(np.meshgrid(*[np.arange(s, s + p, dtype=np.float64) for s, p in zip(start, patch)],
-                                     indexing="ij"))
-            c = t.to_case(q)
+            strides = np.reshape(self.stride, (3, 1, 1, 1)).astype(np.float32)
+            c, padding = t.grid_to_case([np.arange(s, s + p) for s, p in zip(start, patch)])
             lo = np.floor(c.reshape(3, -1).min(1)).astype(np.int64) - 1
             hi = np.floor(c.reshape(3, -1).max(1)).astype(np.int64) + 2
-            shifted = c - lo.reshape(3, 1, 1, 1)
+            shifted = c - lo.reshape(3, 1, 1, 1).astype(np.float32)
             out["data"] = _sample(_read_region(image, lo, hi, 0.0, np.float32, normalize), shifted, "bilinear", 0.0)
-            out["data"][:, outside(q)] = 0
+            out["data"][:, padding] = 0
             # T on the voxels the resize reads (a separable grid), then the resize's weights
             grid = [_linear_resize_weights(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
-            qg = np.stack(np.meshgrid(*[(b_lo + idx).astype(np.float64) for (b_lo, _), (idx, _) in zip(box, grid)],
-                                      indexing="ij"))
-            values = _sample(normalize(self.strided_values), t.to_case(qg) / strides, "bilinear", 0.0)
-            values[:, outside(qg)] = 0
-            g = np.einsum("ua,vb,wc,kabc->kuvw", *[w for _, w in grid], values, optimize=True)
-            out["global"] = g
+            cg, padding_g = t.grid_to_case([b_lo + idx for (b_lo, _), (idx, _) in zip(box, grid)])
+            values = _sample(normalize(self.strided_values), cg / strides, "bilinear", 0.0)
+            values[:, padding_g] = 0
+            out["global"] = _separable_resize([w for _, w in grid], values)
             if self.with_labels:
                 target = _sample(_read_region(seg, lo, hi, -1, np.float32), shifted, "nearest", -1.0)
-                target[:, outside(q)] = -1
+                target[:, padding] = -1
                 out["target"] = target.astype(np.int16)
-                idx = [b_lo + _nearest_resize_indices(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
-                qn = np.stack(np.meshgrid(*[i.astype(np.float64) for i in idx], indexing="ij"))
-                global_target = _sample(self.strided_seg.astype(np.float32), t.to_case(qn) / strides, "nearest", -1.0)
-                global_target[:, outside(qn)] = -1
+                cn, padding_n = t.grid_to_case([b_lo + _nearest_resize_indices(int(b_hi - b_lo), int(p))
+                                                for (b_lo, b_hi), p in zip(box, patch)])
+                global_target = _sample(self.strided_seg.astype(np.float32), cn / strides, "nearest", -1.0)
+                global_target[:, padding_n] = -1
                 out["global_target"] = global_target.astype(np.int16)
         out["data"] = np.ascontiguousarray(out["data"], dtype=np.float32)
         out["global"] = np.ascontiguousarray(out["global"], dtype=np.float32)
