@@ -183,7 +183,8 @@ def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, au
     for axis in range(3):
         if flips[axis]:
             whole, whole_seg = np.flip(whole, axis + 1), np.flip(whole_seg, axis + 1)
-    pad = [(0, 0)] + [((max(0, p - n)) // 2, max(0, p - n) - max(0, p - n) // 2) for p, n in zip(PATCH, image.shape[1:])]
+    missing = [max(0, p - n) for p, n in zip(PATCH, image.shape[1:])]
+    pad = [(0, 0)] + [(m // 2, m - m // 2) for m in missing]
     whole, whole_seg = np.pad(whole, pad), np.pad(whole_seg, pad, constant_values=-1)
     box = case_foreground_box(whole, whole_seg)
     np.testing.assert_array_equal(s["foreground"], box)

@@ -270,7 +270,8 @@ def check_against_rules(rules: Sequence[str], surveys: Dict[str, list], plans_na
         for case, survey in surveys.items():
             if survey[c][0] < 0:
                 raise DatasetError(
-                    f"{survey[c][2] or case}: channel {c} has negative intensities (minimum {survey[c][0]:.4g}), which plans "
+                    f"{survey[c][2] or case}: channel {c} has negative intensities (minimum {survey[c][0]:.4g}), "
+                    f"which plans "
                     f"{plans_name} set to 0 (they predate per-channel intensity rules), so tissue would take the "
                     f"background value. Plan the source again with mapseg_plan_and_preprocess (rule case_minimum "
                     f"shifts each case by its own minimum instead), or give non-negative images.")

@@ -11,7 +11,8 @@ loop), ``predict_sliding_window_return_logits`` (normalises when called directly
 validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows). A fourth,
 ``_manage_input_and_output_lists``, checks that every input file reads to its end before nnU-Net's preprocessing
 workers start (SimpleITK accepts a truncated ``.nii.gz`` and would segment garbage): a corrupt input stops the
-prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions it was not tested against."""
+prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions
+it was not tested against."""
 from __future__ import annotations
 
 import functools
