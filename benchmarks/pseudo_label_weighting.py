@@ -1,0 +1,130 @@
+"""Hard vs confidence-weighted masked pseudo-labels, from the same teacher, on the demo cohort.
+
+    python -m benchmarks.pseudo_label_weighting [--teacher nnunet+gin+remap --adapt_epochs 2 --seed 0]
+
+Starts from a finished source-only model of ``python -m benchmarks.contrast_randomization`` (same plans, settings
+and seed; trained first if missing). ``nnUNetTrainerMAPSegUDA`` with ``warmup_iterations`` equal to that run's
+length is that run plus the target terms, so its warm-up is not trained again: the source-only checkpoint is
+copied into the UDA model folder and stock ``nnUNetv2_train ... --c`` continues it for ``--adapt_epochs`` epochs
+with masked pseudo-labeling on all registered targets (the EMA teacher starts as the source-only model). One run
+per ``pseudo_labeling.weighting``: ``hard`` (the paper's argmax) and ``confidence`` (MIC-style: each term scaled by
+the share of voxels whose teacher probability exceeds ``pseudo_labeling.threshold``), and a control that
+continues the source-only model for as many iterations without the target terms.
+
+Reported per shift: target test Dice (%) and foreground voxel accuracy of the adapted student (the predicting
+network), next to the source-only teacher's; the epoch-mean pseudo-label weight; the source validation Dice.
+Writes ``pseudo_label_weighting.md`` / ``.json`` to ``--out`` (default: benchmarks/).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import shutil
+import sys
+
+import torch
+
+from . import contrast_randomization as cr
+from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
+from .evaluation import predict_and_score, source_validation_folder
+from .runner import FULL, Runner
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# run name -> (trainer, settings): both weightings, and the control that continues the source-only model for as
+# many iterations without pseudo-labels (what the extra iterations alone do)
+RUNS = {"hard": ("nnUNetTrainerMAPSegUDA", {"pseudo_labeling.weighting": "hard"}),
+        "confidence": ("nnUNetTrainerMAPSegUDA", {"pseudo_labeling.weighting": "confidence"}),
+        "source-only continued": ("nnUNetTrainerMAPSegUDA_noMPL", {})}
+
+
+def scores_of(runner: Runner, model: str, predictions: str) -> dict:
+    src_images, src_labels = source_validation_folder(runner)
+    scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
+    for t in TARGETS:
+        scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
+                                           os.path.join(runner.folder(t), "labelsTs"), os.path.join(predictions, str(t)))
+    return {k: {kk: v[kk] for kk in ("classes", "mean", "foreground_voxel_accuracy")} for k, v in scores.items()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default="nnunet+gin+remap", choices=list(cr.CONFIGURATIONS),
+                        help="the source-only configuration of benchmarks.contrast_randomization to start from")
+    parser.add_argument("--source_epochs", type=int, default=3, help="its epochs (as trained there)")
+    parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch (as trained there)")
+    parser.add_argument("--adapt_epochs", type=int, default=2)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--plans", default="MAPSegResEncPlansCPU", choices=sorted(cr.PLANNERS))
+    parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    cr.main(["--epochs", str(args.source_epochs), "--iterations", str(args.iterations), "--seed", str(args.seed),
+             "--plans", args.plans, "--configurations", args.teacher, "--work", args.work,
+             "--out", os.path.join(args.work, "contrast_randomization_for_weighting")])
+    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    tag = args.teacher.replace("+", "_")
+    source_iterations = args.source_epochs * args.iterations
+    source_plans = f"{args.plans}_cr_{tag}_s{args.seed}"
+    source_model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", source_plans)
+    results = {"source-only teacher": {"scores": scores_of(runner, source_model, os.path.join(
+        runner.work, "predictions", f"cr_{args.plans}_s{args.seed}", tag))}}
+    for name in args.runs:
+        trainer, extra = RUNS[name]
+        settings = runner.source_settings(
+            args.seed, num_epochs=args.source_epochs + args.adapt_epochs, num_iterations_per_epoch=args.iterations,
+            warmup_iterations=source_iterations, **cr.CONFIGURATIONS[args.teacher], **extra)
+        tag_run = {"hard": "hard", "confidence": "confidence", "source-only continued": "continued"}[name]
+        plans = runner.variant(SOURCE, args.plans, f"{source_plans}_uda_{tag_run}{args.adapt_epochs}", settings)
+        folder = runner.model_folder(SOURCE, trainer, plans)
+        final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
+        if not os.path.isfile(final) or torch.load(final, map_location="cpu", weights_only=False)[
+                "current_epoch"] <= args.source_epochs:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            shutil.copyfile(os.path.join(source_model, "fold_0", "checkpoint_final.pth"), final)
+            runner.say(f"{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues the "
+                       f"source-only model; log {os.path.join(runner.logs, 'plw_' + plans + '.log')})")
+            runner.sh(f"plw_{plans}", ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans,
+                                       "-device", "cpu", "--c"])
+        history = torch.load(final, map_location="cpu", weights_only=False)["mapseg"]["score_history"]
+        runner.say(f"{name}: predicting the source validation cases and the targets' test images")
+        results[name] = {"trainer": trainer, "settings": settings, "model": folder, "score_history": history,
+                         "scores": scores_of(runner, folder, os.path.join(
+                             runner.work, "predictions", f"plw_{args.plans}_s{args.seed}", f"{tag}_{tag_run}"))}
+    result = {"command": "python -m benchmarks.pseudo_label_weighting " + " ".join(
+        argv if argv is not None else sys.argv[1:]), "plans": args.plans, "teacher": args.teacher,
+        "source_iterations": source_iterations, "adapt_iterations": args.adapt_epochs * args.iterations,
+        "seed": args.seed, "runs": results}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "pseudo_label_weighting.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    write_markdown(args.out, result)
+    runner.say(f"done: {os.path.join(args.out, 'pseudo_label_weighting.md')}")
+
+
+def write_markdown(out: str, r: dict) -> None:
+    classes = " / ".join(CLASS_NAMES.values())
+    lines = ["# Hard vs confidence-weighted masked pseudo-labels (same teacher)", "",
+             f"Command: `{r['command'].strip()}`: `nnUNetTrainerMAPSegUDA` on `{r['plans']}` continuing the "
+             f"source-only model `{r['teacher']}` ({r['source_iterations']} iterations) for {r['adapt_iterations']} "
+             f"iterations of masked pseudo-labeling on all three targets, seed {r['seed']}; one seed. 'source-only "
+             f"continued': the same iterations without the target terms (`nnUNetTrainerMAPSegUDA_noMPL`).", "",
+             f"Dice %: mean of {classes} (per class in pseudo_label_weighting.json); accuracy %: voxel accuracy inside "
+             f"the brain (label > 0). Pseudo-label weight: epoch mean of the loss weight (1 for hard labels).", "",
+             "| run | source val Dice | " + " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) +
+             " | pseudo-label weight per adapted epoch |", "|---|---|" + "---|" * len(TARGETS) + "---|"]
+    for name, c in r["runs"].items():
+        s = c["scores"]
+        weights = ", ".join(f"{h['pseudo_label_weight']:.2f}" for h in c.get("score_history", [])
+                            if h.get("pseudo_label_weight") is not None) or "-"
+        lines.append(f"| {name} | {s['source']['mean']:.1f} | " + " | ".join(
+            f"{s[str(t)]['mean']:.1f} / {s[str(t)]['foreground_voxel_accuracy']:.1f}" for t in TARGETS) +
+            f" | {weights} |")
+    with open(os.path.join(out, "pseudo_label_weighting.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
