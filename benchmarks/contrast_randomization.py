@@ -26,7 +26,7 @@ import os
 import sys
 
 from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
-from .evaluation import predict_and_score, source_validation_folder
+from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -63,15 +63,8 @@ def main(argv=None) -> None:
         model = runner.train(f"cr_{tag}_s{args.seed}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans)
         predictions = os.path.join(runner.work, "predictions", f"cr_{args.plans}_s{args.seed}", tag)
         runner.say(f"{name}: predicting the source validation cases and the targets' test images")
-        src_images, src_labels = source_validation_folder(runner)  # the split exists once a model has trained
-        scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
-        for t in TARGETS:
-            scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
-                                               os.path.join(runner.folder(t), "labelsTs"),
-                                               os.path.join(predictions, str(t)))
         results[name] = {"settings": CONFIGURATIONS[name], "model": model,
-                         "scores": {k: {kk: v[kk] for kk in ("classes", "mean", "foreground_voxel_accuracy")}
-                                    for k, v in scores.items()}}
+                         "scores": source_and_target_scores(runner, model, predictions)}
     result = {"command": "python -m benchmarks.contrast_randomization " + " ".join(
         argv if argv is not None else sys.argv[1:]), "plans": args.plans, "iterations": args.epochs * args.iterations,
         "seed": args.seed, "configurations": results}
@@ -94,9 +87,7 @@ def write_markdown(out: str, r: dict) -> None:
              " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) + " |",
              "|---|---|" + "---|" * len(TARGETS)]
     for name, c in r["configurations"].items():
-        s = c["scores"]
-        lines.append(f"| {name} | {s['source']['mean']:.1f} | " + " | ".join(
-            f"{s[str(t)]['mean']:.1f} / {s[str(t)]['foreground_voxel_accuracy']:.1f}" for t in TARGETS) + " |")
+        lines.append(f"| {name} | {dice_accuracy_cells(c['scores'])} |")
     with open(os.path.join(out, "contrast_randomization.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 

@@ -150,3 +150,21 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
                               "mpl": record["mpl"], "target_dice": {str(t): dice[t]["mean"] for t in dice}})
         results["selection"] = per_epoch
     return results
+
+
+def source_and_target_scores(runner, model: str, predictions: str) -> dict:
+    """A model's scores on the source's validation cases and every target's test images ({'source' | target id:
+    classes, mean, foreground_voxel_accuracy}); predictions cached under ``predictions``."""
+    src_images, src_labels = source_validation_folder(runner)  # the split exists once a model has trained
+    scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
+    for t in TARGETS:
+        scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
+                                           os.path.join(runner.folder(t), "labelsTs"), os.path.join(predictions, str(t)))
+    return {k: {kk: v[kk] for kk in ("classes", "mean", "foreground_voxel_accuracy")} for k, v in scores.items()}
+
+
+def dice_accuracy_cells(scores: dict) -> str:
+    """Markdown cells: source validation Dice, then 'Dice / accuracy' per target."""
+    return f"{scores['source']['mean']:.1f} | " + " | ".join(
+        f"{scores[str(t)]['mean']:.1f} / {scores[str(t)]['foreground_voxel_accuracy']:.1f}" for t in TARGETS)
+

@@ -28,7 +28,7 @@ import torch
 
 from . import contrast_randomization as cr
 from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
-from .evaluation import predict_and_score, source_validation_folder
+from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -37,15 +37,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 RUNS = {"hard": ("nnUNetTrainerMAPSegUDA", {"pseudo_labeling.weighting": "hard"}),
         "confidence": ("nnUNetTrainerMAPSegUDA", {"pseudo_labeling.weighting": "confidence"}),
         "source-only continued": ("nnUNetTrainerMAPSegUDA_noMPL", {})}
-
-
-def scores_of(runner: Runner, model: str, predictions: str) -> dict:
-    src_images, src_labels = source_validation_folder(runner)
-    scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
-    for t in TARGETS:
-        scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
-                                           os.path.join(runner.folder(t), "labelsTs"), os.path.join(predictions, str(t)))
-    return {k: {kk: v[kk] for kk in ("classes", "mean", "foreground_voxel_accuracy")} for k, v in scores.items()}
 
 
 def main(argv=None) -> None:
@@ -69,7 +60,7 @@ def main(argv=None) -> None:
     source_iterations = args.source_epochs * args.iterations
     source_plans = f"{args.plans}_cr_{tag}_s{args.seed}"
     source_model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", source_plans)
-    results = {"source-only teacher": {"scores": scores_of(runner, source_model, os.path.join(
+    results = {"source-only teacher": {"scores": source_and_target_scores(runner, source_model, os.path.join(
         runner.work, "predictions", f"cr_{args.plans}_s{args.seed}", tag))}}
     for name in args.runs:
         trainer, extra = RUNS[name]
@@ -91,7 +82,7 @@ def main(argv=None) -> None:
         history = torch.load(final, map_location="cpu", weights_only=False)["mapseg"]["score_history"]
         runner.say(f"{name}: predicting the source validation cases and the targets' test images")
         results[name] = {"trainer": trainer, "settings": settings, "model": folder, "score_history": history,
-                         "scores": scores_of(runner, folder, os.path.join(
+                         "scores": source_and_target_scores(runner, folder, os.path.join(
                              runner.work, "predictions", f"plw_{args.plans}_s{args.seed}", f"{tag}_{tag_run}"))}
     result = {"command": "python -m benchmarks.pseudo_label_weighting " + " ".join(
         argv if argv is not None else sys.argv[1:]), "plans": args.plans, "teacher": args.teacher,
@@ -116,12 +107,9 @@ def write_markdown(out: str, r: dict) -> None:
              "| run | source val Dice | " + " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) +
              " | pseudo-label weight per adapted epoch |", "|---|---|" + "---|" * len(TARGETS) + "---|"]
     for name, c in r["runs"].items():
-        s = c["scores"]
         weights = ", ".join(f"{h['pseudo_label_weight']:.2f}" for h in c.get("score_history", [])
                             if h.get("pseudo_label_weight") is not None) or "-"
-        lines.append(f"| {name} | {s['source']['mean']:.1f} | " + " | ".join(
-            f"{s[str(t)]['mean']:.1f} / {s[str(t)]['foreground_voxel_accuracy']:.1f}" for t in TARGETS) +
-            f" | {weights} |")
+        lines.append(f"| {name} | {dice_accuracy_cells(c['scores'])} | {weights} |")
     with open(os.path.join(out, "pseudo_label_weighting.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
