@@ -1,0 +1,148 @@
+"""Does masking the input (70 % of the voxels zeroed in cubes, the masked pseudo-labeling student's input) upset a
+trained network's normalisation layers? Measured on a trained model folder of the benchmark's cohort.
+
+    python -m benchmarks.masked_inputs --model FOLDER [--trainer T --plans P --batches 8]
+
+For source validation batches (with labels) and target training batches (without), the network runs on the
+clean views (the teacher's input) and on the masked views (the student's input, the trainer's own
+``masking``), with the global view as in training. Reported:
+
+* agreement of the masked and the clean prediction (argmax) on the **visible** voxels: a network whose
+  statistics are thrown by the zeroed cubes disagrees there, where it sees the same image;
+* source Dice on visible voxels, clean vs masked input;
+* for every normalisation layer (InstanceNorm of nnU-Net's U-Nets, the norms of the paper's network) the ratio
+  of its input's per-channel standard deviation, masked / clean: median and extremes over the layers.
+
+Writes ``masked_inputs_<plans>.md`` / ``.json`` to ``--out`` (default: benchmarks/).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+import torch
+from torch import nn
+
+from .cohort import SOURCE
+from .runner import FULL, Runner
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+NORMS = (nn.InstanceNorm3d, nn.GroupNorm, nn.BatchNorm3d, nn.LayerNorm)
+
+
+class NormInputStd:
+    """Forward hooks recording, per normalisation layer, the mean over samples and channels of the per-channel
+    standard deviation of the layer's input."""
+
+    def __init__(self, network: nn.Module):
+        self.values, self.handles = {}, []
+        for name, module in network.named_modules():
+            if isinstance(module, NORMS):
+                self.handles.append(module.register_forward_hook(self._hook(name)))
+
+    def _hook(self, name):
+        def record(module, inputs, output):
+            x = inputs[0]
+            self.values.setdefault(name, []).append(float(x.flatten(2).std(dim=2).mean()))
+        return record
+
+    def pop(self) -> dict:
+        values, self.values = self.values, {}
+        return values
+
+
+def dice(prediction: torch.Tensor, label: torch.Tensor, where: torch.Tensor, classes) -> float:
+    scores = []
+    for c in classes:
+        p, r = (prediction == c) & where, (label == c) & where
+        denominator = int(p.sum() + r.sum())
+        if denominator:
+            scores.append(2 * int((p & r).sum()) / denominator)
+    return 100 * float(np.mean(scores))
+
+
+@torch.no_grad()
+def measure(trainer, batches: int) -> dict:
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
+    network = unwrap_network(trainer.network).eval()
+    train, val = trainer.get_dataloaders()
+    train, val = train.data_loader, val.data_loader
+    hooks = NormInputStd(network)
+    generator = torch.Generator().manual_seed(0)
+    rows = {"source": {"agreement": [], "dice_clean": [], "dice_masked": []}, "target": {"agreement": []}}
+    std_ratio = {}
+    classes = range(1, trainer.label_manager.num_segmentation_heads)
+    for i in range(batches):
+        for domain, batch in (("source", val.generate_train_batch()),
+                              ("target", train.generate_train_batch()["target"])):
+            if batch is None:
+                continue
+            b = trainer._to_device(batch)
+            clean = network(b["data"], b["global"], b["box"], with_aux=False)["logits"].argmax(1)
+            clean_std = hooks.pop()
+            (x, mask), (g, _) = trainer.masking.mask(b["data"], b["global"], generator)
+            masked = network(x, g, b["box"], with_aux=False)["logits"].argmax(1)
+            masked_std = hooks.pop()
+            visible = mask[:, 0] == 0
+            rows[domain]["agreement"].append(100 * float((clean == masked)[visible].float().mean()))
+            if domain == "source":
+                label = b["target"][:, 0]
+                rows[domain]["dice_clean"].append(dice(clean, label, visible, classes))
+                rows[domain]["dice_masked"].append(dice(masked, label, visible, classes))
+            for name in clean_std:
+                std_ratio.setdefault(name, []).extend(
+                    m / max(c, 1e-8) for c, m in zip(clean_std[name], masked_std[name]))
+    ratios = {name: float(np.mean(v)) for name, v in std_ratio.items()}
+    order = list(ratios)
+    return {"source": {k: float(np.mean(v)) for k, v in rows["source"].items()},
+            "target": {k: float(np.mean(v)) for k, v in rows["target"].items() if v},
+            "norm_layers": len(ratios),
+            "std_ratio": {"first": ratios[order[0]] if order else None,
+                          "median": float(np.median(list(ratios.values()))) if order else None,
+                          "min": min(ratios.values()) if order else None,
+                          "max": max(ratios.values()) if order else None},
+            "std_ratio_per_layer": ratios, "masking": vars(trainer.masking)}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", required=True, help="trained model folder (TRAINER__PLANS__3d_fullres)")
+    parser.add_argument("--batches", type=int, default=8)
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    from mapseg_nnunet.training.trainer_lookup import build_trainer
+    Runner(os.path.abspath(args.work), FULL, quick=False)  # nnU-Net folders of the benchmark's work folder
+    trainer_name, plans, configuration = os.path.basename(os.path.normpath(args.model)).split("__")
+    os.environ["nnUNet_n_proc_DA"] = "0"
+    trainer = build_trainer(str(SOURCE), "nnUNetTrainerMAPSegUDA", plans, configuration, 0, torch.device("cpu"))
+    trainer.initialize()
+    trainer.load_checkpoint(os.path.join(args.model, "fold_0", "checkpoint_final.pth"))
+    result = {"command": "python -m benchmarks.masked_inputs " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "model": args.model, "trainer": trainer_name, "plans": plans, **measure(trainer, args.batches)}
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, f"masked_inputs_{plans}")
+    with open(stem + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    s, t, r = result["source"], result["target"], result["std_ratio"]
+    lines = [f"# Masked vs clean input on `{trainer_name}` / `{plans}`", "",
+             f"Command: `{result['command'].strip()}`; masking {result['masking']}.", "",
+             "| measure | value |", "|---|---|",
+             f"| agreement masked vs clean prediction on visible voxels, source validation (%) | "
+             f"{s['agreement']:.1f} |",
+             f"| same, target training batches (%) | {t.get('agreement', float('nan')):.1f} |",
+             f"| source Dice on visible voxels, clean input (%) | {s['dice_clean']:.1f} |",
+             f"| source Dice on visible voxels, masked input (%) | {s['dice_masked']:.1f} |",
+             f"| normalisation layers | {result['norm_layers']} |",
+             f"| their input std, masked / clean: first layer, median, min, max | {r['first']:.2f}, "
+             f"{r['median']:.2f}, {r['min']:.2f}, {r['max']:.2f} |"]
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
