@@ -10,6 +10,7 @@ import re
 import statistics
 import subprocess
 import sys
+import time
 from typing import Dict, List
 
 import numpy as np
@@ -19,25 +20,26 @@ from .cohort import PLANS, SOURCE, STOCK_PLANS, TARGETS
 from .network_cost import step_time as median_time  # median of timed calls after a warm-up
 
 
-def uda_trainer():
-    """The benchmark's UDA trainer as ``nnUNetv2_train`` builds it (source dataset, plans ``PLANS``, fold 0, CPU),
+def uda_trainer(plans: str = PLANS):
+    """The benchmark's UDA trainer as ``nnUNetv2_train`` builds it (source dataset, ``plans``, fold 0, CPU),
     initialised, and its training loader (a ``SourceTargetLoader``), run in this process. Needs the nnU-Net
     folders of a :class:`~benchmarks.runner.Runner`; the trainer's log lands in the otherwise unused
-    ``nnUNetTrainerMAPSegUDA__PLANS__3d_fullres`` results folder."""
+    ``nnUNetTrainerMAPSegUDA__{plans}__3d_fullres`` results folder."""
     from mapseg_nnunet.training.trainer_lookup import build_trainer
     os.environ["nnUNet_n_proc_DA"] = "0"  # SingleThreadedAugmenter: loading is timed in this process
-    trainer = build_trainer(str(SOURCE), "nnUNetTrainerMAPSegUDA", PLANS, "3d_fullres", 0, torch.device("cpu"))
+    trainer = build_trainer(str(SOURCE), "nnUNetTrainerMAPSegUDA", plans, "3d_fullres", 0, torch.device("cpu"))
     trainer.initialize()
     train, _ = trainer.get_dataloaders()
     return trainer, train.data_loader
 
 
-def uda_step_ratios(runner, repeats: int) -> List[dict]:
-    """The UDA trainer's iteration (``train_step`` with the target terms) vs the sum of its network passes timed
-    alone; data-loader share of an iteration (the trainer's loader)."""
+def uda_step_ratios(runner, repeats: int, plans: str = PLANS) -> List[dict]:
+    """The UDA trainer's iteration (``train_step`` with the target terms) on ``plans`` vs the sum of its network
+    passes timed alone; data-loader share of an iteration (the trainer's loader)."""
     from mapseg_nnunet.architectures.unwrap import unwrap_network
-    with open(os.path.join(runner.logs, "speed_uda_trainer.log"), "w") as log, contextlib.redirect_stdout(log):
-        trainer, loader = uda_trainer()
+    with open(os.path.join(runner.logs, f"speed_uda_trainer_{plans}.log"), "w") as log, \
+            contextlib.redirect_stdout(log):
+        trainer, loader = uda_trainer(plans)
         trainer.warmup_iterations = 0  # every step adapts; the warm-up call of median_time creates the teacher
         batch = loader.generate_train_batch()
         step = median_time(lambda: trainer.train_step(batch), repeats)
@@ -68,12 +70,13 @@ def uda_step_ratios(runner, repeats: int) -> List[dict]:
          "detail": f"source + target batch {load * 1e3:.0f} ms vs step {step * 1e3:.0f} ms"}]
 
 
-def glc_inference_ratio(runner, repeats: int) -> dict:
-    """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case."""
+def glc_inference_ratio(runner, repeats: int, model: str = None) -> dict:
+    """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case (``model``: a trained
+    model folder with fold 0; default: the benchmark's UDA model of the first seed)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
     from mapseg_nnunet.architectures.unwrap import unwrap_network
-    model = runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"{PLANS}_bench_s{runner.budget.seeds[0]}")
+    model = model or runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"{PLANS}_bench_s{runner.budget.seeds[0]}")
     predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model, (0,))
@@ -84,13 +87,34 @@ def glc_inference_ratio(runner, repeats: int) -> dict:
         predictor.dataset_json)
     image = torch.from_numpy(data)
     network = unwrap_network(predictor.network)
+
+    def predict(glc: bool):
+        def run():
+            setattr(network, GLC_ATTRIBUTE, glc)
+            predictor.predict_sliding_window_return_logits(image)
+        return run
+    ratio, glc, stock = interleaved_ratio(predict(True), predict(False), repeats)
     setattr(network, GLC_ATTRIBUTE, True)
-    glc = median_time(lambda: predictor.predict_sliding_window_return_logits(image), repeats)
-    setattr(network, GLC_ATTRIBUTE, False)
-    stock = median_time(lambda: predictor.predict_sliding_window_return_logits(image), repeats)
-    setattr(network, GLC_ATTRIBUTE, True)
-    return {"name": "GLC inference / nnU-Net's sliding window (same network and tiles)", "ratio": glc / stock,
-            "detail": f"one {list(image.shape[1:])} case: GLC {glc:.2f} s, stock {stock:.2f} s"}
+    return {"name": "GLC inference / nnU-Net's sliding window (same network and tiles)", "ratio": ratio,
+            "detail": f"one {list(image.shape[1:])} case: GLC {glc:.2f} s, stock {stock:.2f} s (medians; ratio: "
+                      f"median of {repeats} interleaved pairs)"}
+
+
+def interleaved_ratio(a, b, repeats: int):
+    """Median of the time ratios a / b over ``repeats`` back-to-back pairs (after one warm-up call of each), and the
+    median times of a and b: pairs see the same machine state, so drift on a shared machine cancels."""
+    a(), b()
+    ratios, times_a, times_b = [], [], []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a()
+        middle = time.perf_counter()
+        b()
+        end = time.perf_counter()
+        times_a.append(middle - start)
+        times_b.append(end - middle)
+        ratios.append(times_a[-1] / times_b[-1])
+    return statistics.median(ratios), statistics.median(times_a), statistics.median(times_b)
 
 
 REGISTER_PROBE = r"""

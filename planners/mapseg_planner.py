@@ -193,7 +193,14 @@ class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
 
 class MAPSegResEncPlannerCPU(MAPSegResEncPlanner):
     """:class:`MAPSegResEncPlanner` at the CPU preset's patch and batch (``MAPSegResEncPlansCPU``): demo, tests,
-    benchmarks."""
+    benchmarks. Half nnU-Net's ResEnc width (16-128 features instead of 32-256 at this patch;
+    ``benchmarks/backbone_budget.md``): on 2 CPU cores an iteration costs a third, and per second of training the
+    narrower U-Net fits the source better."""
     preset_name = "cpu"
     default_plans_name = "MAPSegResEncPlansCPU"
+    base_num_features = 16
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.UNet_base_num_features = self.base_num_features
 

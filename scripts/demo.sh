@@ -9,9 +9,9 @@ MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_demo}
 TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_demo}
 BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_noMPL_demo}
 TTA_TRAINER=${DEMO_TTA_TRAINER:-nnUNetTrainerMAPSegTTA_demo}
-# the paper's network (MAPSegPlannerCPU -> MAPSegPlansCPU) or nnU-Net's ResEnc U-Net (MAPSegResEncPlannerCPU ->
-# MAPSegResEncPlansCPU): DEMO_PLANNER=MAPSegResEncPlannerCPU make demo
-PLANNER=${DEMO_PLANNER:-MAPSegPlannerCPU}
+# nnU-Net's ResEnc U-Net in the GLC seam (MAPSegResEncPlannerCPU -> MAPSegResEncPlansCPU), or the paper's network
+# (MAPSegPlannerCPU -> MAPSegPlansCPU; it under-fits at this budget): DEMO_PLANNER=MAPSegPlannerCPU make demo
+PLANNER=${DEMO_PLANNER:-MAPSegResEncPlannerCPU}
 PLANS=${PLANNER/Planner/Plans}
 
 echo "== demo cohort: MNI ICBM152 anatomy; T1w source, T2w / other-site / younger-brain targets"

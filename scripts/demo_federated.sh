@@ -6,8 +6,8 @@ set -euo pipefail
 eval "$(mapseg_nnunet env)"
 SOURCE=951
 TARGETS="952 953 954"
-PLANS=${DEMO_PLANNER:-MAPSegPlannerCPU}
-PLANS=${PLANS/Planner/Plans}  # as make demo: DEMO_PLANNER=MAPSegResEncPlannerCPU for the U-Net
+PLANS=${DEMO_PLANNER:-MAPSegResEncPlannerCPU}
+PLANS=${PLANS/Planner/Plans}  # as make demo: DEMO_PLANNER=MAPSegPlannerCPU for the paper network
 FED_TRAINER=${DEMO_FED_TRAINER:-nnUNetTrainerMAPSegFed_demo}
 BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo
 CENTRALIZED=nnUNetTrainerMAPSegUDA_demo

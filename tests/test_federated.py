@@ -28,6 +28,9 @@ def fed_cohort(tmp_path_factory):
     run(["mapseg_plan_and_preprocess", "-d", "931", "-pl", "MAPSegPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)
     run(["mapseg_register_targets", "-s", "931", "-t", *CASES, "-p", PLANS, "--no_pbar"], env, cwd=root)
+    # the GLC ResEnc U-Net's plans share the MAPSeg plans' data and registered targets: planning only
+    run(["mapseg_plan_and_preprocess", "-d", "931", "-pl", "MAPSegResEncPlannerCPU", "--no_pp", "-npfp", "1",
+         "--no_pbar"], env, cwd=root)
     return root, env
 
 
@@ -83,21 +86,23 @@ def test_loopback_deployment_tolerates_a_broken_site_and_sends_only_weights_and_
                 assert set(scalars) == {"lr", "iterations", "global-round", "server-round"}
 
 
-def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path):
+@pytest.mark.parametrize("plans", [PLANS, "MAPSegResEncPlansCPU"])
+def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path, plans):
     root, env = fed_cohort
     env = {**env, "nnUNet_results": str(tmp_path / "results")}
-    run(["mapseg_federated_simulation", "-s", "931", "-t", *CASES, "-p", PLANS, "-tr", SERVER, "-device", "cpu",
+    run(["mapseg_federated_simulation", "-s", "931", "-t", *CASES, "-p", plans, "-tr", SERVER, "-device", "cpu",
          "--workdir", str(tmp_path / "flower")], env, cwd=root, timeout=1200)
-    final = torch.load(os.path.join(_server_folder(env), "checkpoint_final.pth"), map_location="cpu",
+    final = torch.load(os.path.join(_server_folder(env, plans), "checkpoint_final.pth"), map_location="cpu",
                        weights_only=False)
     assert final["current_epoch"] == 2 and len(final["mapseg"]["score_history"]) == 2
-    assert all(f"round {r}: 2 client(s)" in _server_log(env) for r in range(2))
+    assert all(f"round {r}: 2 client(s)" in _server_log(env, plans) for r in range(2))
+    assert ("fusion.weight" in final["network_weights"]) == (plans != PLANS)  # the GLC U-Net was federated
     image = os.path.join(env["nnUNet_raw"], "Dataset932_FedSite932", "imagesTr", "case000_0000.nii.gz")
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
     os.symlink(image, inp / "case000_0000.nii.gz")
     run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", "931", "-c", "3d_fullres", "-tr", SERVER, "-p",
-         PLANS, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+         plans, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
     pred = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case000.nii.gz")))
     assert pred.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape and set(np.unique(pred)) <= {0, 1, 2}
 
@@ -121,3 +126,24 @@ def test_server_resumes_after_its_last_completed_round(fed_cohort, tmp_path, mon
     assert restarted.current_epoch == 1
     weights = restarted.network.state_dict()
     assert all(torch.equal(weights[k], aggregate[k].to(weights[k].dtype)) for k in aggregate)
+
+
+def test_clients_need_targets_registered_with_the_plans_or_their_data(fed_cohort, monkeypatch):
+    root, env = fed_cohort
+    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
+        monkeypatch.setenv(key, env[key])
+    from mapseg_nnunet.data.input_checks import DatasetError
+    from mapseg_nnunet.data.synthetic import write_synthetic_dataset
+    from mapseg_nnunet.data.target_registry import plans_for_registered_target
+    # 932 was registered with MAPSegPlansCPU; the U-Net plans share its data: the client's plans copy is written
+    path = plans_for_registered_target("931", "932", "MAPSegResEncPlansCPU")
+    plans = json.load(open(path))
+    assert plans["dataset_name"] == "Dataset932_FedSite932" and plans["plans_name"] == "MAPSegResEncPlansCPU"
+    # a dataset nobody registered is refused with the command that registers it
+    write_synthetic_dataset(env["nnUNet_raw"], 934, name="FedSiteUnregistered", labeled=False, seed=934,
+                            num_cases=2)
+    with pytest.raises(DatasetError, match="run mapseg_register_targets -s 931 -t 934 -p MAPSegResEncPlansCPU"):
+        plans_for_registered_target("931", "934", "MAPSegResEncPlansCPU")
+    proc = run(["mapseg_federated_simulation", "-s", "931", "-t", "932", "934", "-p", "MAPSegResEncPlansCPU",
+                "-tr", SERVER, "-device", "cpu"], env, cwd=root, check=False)
+    assert proc.returncode != 0 and "ERROR: Dataset934_FedSiteUnregistered is not registered" in proc.stderr

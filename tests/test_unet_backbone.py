@@ -1,6 +1,7 @@
 """The MAPSeg recipe on nnU-Net's residual-encoder U-Net through the stock commands: planning with
 MAPSegResEncPlannerCPU (sharing the MAPSeg plans' preprocessed data and registered targets), MAE, UDA from the MAE
-weights with stock -pretrained_weights, and GLC prediction with nnUNetv2_predict."""
+weights with stock -pretrained_weights, GLC prediction with nnUNetv2_predict, and test-time UDA (stage 2 on an
+unlabeled target) from that U-Net. Fed-MAPSeg on the U-Net is in test_federated.py."""
 import glob
 import json
 import os
@@ -26,6 +27,7 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     assert config["architecture"]["network_class_name"] == "mapseg_nnunet.architectures.glc_unet.GLCUNet"
     kwargs = config["architecture"]["arch_kwargs"]
     assert kwargs["unet_class_name"].endswith("ResidualEncoderUNet") and kwargs["fusion_stage"] == 2
+    assert kwargs["features_per_stage"] == [16, 32, 64, 128]  # the CPU preset's half width
     assert config["patch_size"] == [32, 32, 32] and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
     assert config["normalization_schemes"] == ["NoNormalization"] and config["mapseg"]["intensity"] is not None
 
@@ -61,4 +63,28 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
          "-p", variant, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
     prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case000.nii.gz")))
     assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
+    assert set(np.unique(prediction)) <= {0, 1, 2}
+
+    # test-time UDA from the U-Net: the UDA model is the stage-1 model of an unlabeled target (915)
+    from mapseg_nnunet.data.synthetic import write_synthetic_dataset
+    write_synthetic_dataset(env["nnUNet_raw"], 915, name="TargetTTA", labeled=False, seed=915)
+    run(["mapseg_receive_source_model", "-t", "915", "-d", "901", "-tr", trainer, "-p", variant, "-f", "0",
+         "--no_pbar"], env, cwd=root)
+    tta = "nnUNetTrainerMAPSegTTA_smoke"
+    run(["nnUNetv2_train", "915", "3d_fullres", "0", "-tr", tta, "-p", variant, "-device", "cpu"], env, cwd=root)
+    tta_fold = os.path.join(env["nnUNet_results"], "Dataset915_TargetTTA", f"{tta}__{variant}__3d_fullres", "fold_0")
+    stage2 = torch.load(os.path.join(tta_fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
+    student = stage2["mapseg"]["student_weights"]
+    assert set(student) == set(ckpt["network_weights"])  # the same GLC U-Net, fusion included
+    assert any(not torch.equal(student[k], ckpt["network_weights"][k]) for k in student
+               if student[k].dtype.is_floating_point)  # it adapted
+    tta_out = tmp_path / "tta_out"
+    target_image = os.path.join(env["nnUNet_raw"], "Dataset915_TargetTTA", "imagesTr", "case000_0000.nii.gz")
+    tta_in = tmp_path / "tta_in"
+    tta_in.mkdir()
+    os.symlink(target_image, tta_in / "case000_0000.nii.gz")
+    run(["nnUNetv2_predict", "-i", str(tta_in), "-o", str(tta_out), "-d", "915", "-c", "3d_fullres", "-tr", tta,
+         "-p", variant, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tta_out / "case000.nii.gz")))
+    assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(target_image)).shape
     assert set(np.unique(prediction)) <= {0, 1, 2}

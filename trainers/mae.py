@@ -181,7 +181,7 @@ class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
 
 
 class nnUNetTrainerMAPSegMAE_demo(nnUNetTrainerMAPSegMAE):
-    """CPU demo budget on MAPSegPlansCPU: 3 epochs x 40 iterations at lr 1e-3 (the paper's 2e-4 is for its 150k
+    """CPU demo budget on the CPU presets: 3 epochs x 40 iterations at lr 1e-3 (the paper's 2e-4 is for its 150k
     iterations on GPUs; at 2e-4 the demo's reconstructions did not beat the mean-intensity baseline)."""
     trainer_settings = {"num_epochs": 3, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 2,
                         "initial_lr": 1e-3}

@@ -60,6 +60,6 @@ class nnUNetTrainerMAPSegTTA_smoke(nnUNetTrainerMAPSegTTA):
 
 
 class nnUNetTrainerMAPSegTTA_demo(nnUNetTrainerMAPSegTTA):
-    """CPU demo budget on MAPSegPlansCPU: 4 epochs x 40 iterations at learning rate 1e-3 (as the UDA demo)."""
+    """CPU demo budget on the CPU presets: 4 epochs x 40 iterations at learning rate 1e-3 (as the UDA demo)."""
     trainer_settings = {"num_epochs": 4, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
                         "initial_lr": 1e-3}

@@ -233,7 +233,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
 # Budgets (nnU-Net's variant convention; plans variants override any of them)
 SMOKE = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2,
          "warmup_iterations": 4}  # tests: warm-up 4, so epoch 1 adapts
-# CPU demo on MAPSegPlansCPU: learning rate 1e-3 (the paper's 1e-4 assumes 10k iterations from a long MAE)
+# CPU demo on the CPU presets: learning rate 1e-3 (the paper's 1e-4 assumes 10k iterations from a long MAE)
 DEMO = {"num_epochs": 8, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
         "warmup_iterations": 120, "initial_lr": 1e-3}
 

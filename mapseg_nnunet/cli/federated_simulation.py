@@ -7,7 +7,9 @@ import os
 import tempfile
 from typing import List, Optional
 
+from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
+from mapseg_nnunet.data.target_registry import plans_for_registered_target
 from mapseg_nnunet.federated.simulation import LocalFlower, app_config_defaults
 
 
@@ -32,6 +34,11 @@ def simulation_entry(argv: Optional[List[str]] = None) -> None:
                         help="CPU cores Ray reserves per simulated client (how many run at once). Default: 1")
     parser.add_argument("--workdir", help="Where Flower's logs and state go. Default: a temporary folder.")
     args = parser.parse_args(argv)
+    try:  # each client builds its trainer from its target's copy of the plans
+        for target in args.t:
+            plans_for_registered_target(args.s, target, args.p, args.c)
+    except DatasetError as e:
+        raise SystemExit(f"ERROR: {e}")
     workdir = args.workdir or tempfile.mkdtemp(prefix="mapseg_fed_")
     run_config = {"source": str(args.s), "clients": " ".join(args.t), "plans": args.p, "configuration": args.c,
                   "fold": str(args.f), "server-trainer": args.tr, "min-clients": len(args.t),

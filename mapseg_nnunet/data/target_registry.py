@@ -61,6 +61,38 @@ def target_data_folder(entry: dict) -> str:
     return join(preprocessed, entry["dataset_name"], entry["data_identifier"])
 
 
+def plans_for_registered_target(source: str | int, target: str | int, plans_identifier: str,
+                                configuration: str = "3d_fullres") -> str:
+    """The target's copy of the source plans ``plans_identifier`` (what nnU-Net loads to build a trainer on the
+    target, e.g. a federated client), returned as a path. A target registered with other plans that share the
+    preprocessed data (``MAPSegResEncPlansCPU`` planned with ``--no_pp`` after ``MAPSegPlansCPU``, a plans variant)
+    gets the copy written now, exactly as registration writes it; its data are not touched. A target registered
+    with neither is refused, naming the command that registers it."""
+    _, preprocessed = nnunet_paths()
+    source_name, target_name = dataset_name(source), dataset_name(target)
+    path = join(preprocessed, target_name, plans_identifier + ".json")
+    if isfile(path):
+        return path
+    plans_path = join(preprocessed, source_name, plans_identifier + ".json")
+    if not isfile(plans_path):
+        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
+                           f"(mapseg_plan_and_preprocess -d {source})")
+    plans = load_json(plans_path)
+    if configuration not in plans["configurations"]:
+        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
+    data_identifier = plans["configurations"][configuration]["data_identifier"]
+    shared = [t for t in registered_targets(source_name, plans_identifier, configuration, ROLES, data_identifier)
+              if t["dataset_name"] == target_name and t["data_identifier"] == data_identifier]
+    if not shared or not isdir(target_data_folder(shared[0])):
+        raise DatasetError(f"{target_name} is not registered to {source_name} with plans {plans_identifier} or with "
+                           f"plans sharing its data ({data_identifier}); run mapseg_register_targets -s {source} "
+                           f"-t {target} -p {plans_identifier}")
+    target_plans = copy.deepcopy(plans)
+    target_plans["dataset_name"] = target_name
+    save_json_atomic(target_plans, path)
+    return path
+
+
 def register_target(source: str | int, target: str | int, plans_identifier: str,
                     configuration: str = "3d_fullres", role: str = "target", progress: bool = True) -> dict:
     """Preprocess one target with the source plans and record it; returns the registry entry."""

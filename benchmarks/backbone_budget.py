@@ -1,0 +1,149 @@
+"""Both backbones at the same iteration budget: how well the source model fits, what an iteration costs, and what
+the source-only model gives on each target. This decides the width of the ResEnc U-Net CPU preset.
+
+    python -m benchmarks.backbone_budget [--epochs 3 --iterations 40 --seed 0]
+
+Trains ``nnUNetTrainerMAPSegUDA_noMPL`` (the source terms only: the model a UDA teacher starts from at the end of
+its warm-up, no MAE initialisation, no intensity augmentation) through stock ``nnUNetv2_train`` on
+
+* ``MAPSegPlansCPU``: the paper's network at the CPU preset;
+* ``MAPSegResEncPlansCPU_w32``: the GLC ResEnc U-Net of ``MAPSegResEncPlannerCPU`` at the width nnU-Net's ResEnc
+  planner gives it (32-256 features), the global view fused at output stride 4;
+* ``MAPSegResEncPlansCPU_w16``: the same U-Net at half that width (16-128 features);
+* ``MAPSegResEncPlansCPU_w16_fusion3``: at half width, the global view fused at the deepest stage (output stride
+  8) instead of stride 4;
+
+and reports per network: parameters, seconds per iteration (epoch wall time / training iterations; each epoch
+also runs ``num_val_iterations_per_epoch`` validation steps, so this is slightly pessimistic), nnU-Net's pseudo
+Dice at the last epoch, the source validation Dice (sliding window, ``nnUNetPredictor``), and every target's test
+Dice / foreground voxel accuracy. Then, side by side in the same process (``--speed_repeats``, 0: skip), per
+network: a UDA iteration (the trainer's own ``train_step`` with the target terms) against the sum of its network
+passes timed alone, and GLC sliding-window inference against nnU-Net's own sliding window with the same trained
+network and tiles (one global pass per case). Run it uncontended: times are only comparable side by side.
+Writes ``backbone_budget.md`` / ``.json`` to ``--out`` (default: benchmarks/).
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import glob
+import json
+import os
+import re
+import sys
+
+from .cohort import SOURCE, TARGETS, SHIFTS
+from .evaluation import dice_accuracy_cells, source_and_target_scores
+from .runner import FULL, Runner
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESENC = "MAPSegResEncPlansCPU"
+# architecture variants of MAPSegResEncPlansCPU (4 stages of output stride 1, 2, 4, 8): width, fusion stage
+VARIANTS = {"w32": {"features_per_stage": [32, 64, 128, 256]},
+            "w16": {"features_per_stage": [16, 32, 64, 128]},
+            "w16_fusion3": {"features_per_stage": [16, 32, 64, 128], "fusion_stage": 3}}
+
+
+def write_architecture_variant(runner: Runner, name: str, arch_kwargs: dict) -> str:
+    """``MAPSegResEncPlansCPU`` with some of the GLC U-Net's arguments replaced (same data, same everything
+    else)."""
+    folder = runner.folder(SOURCE, "nnUNet_preprocessed")
+    plans = json.load(open(os.path.join(folder, RESENC + ".json")))
+    plans["plans_name"] = name
+    kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    if len(kwargs["features_per_stage"]) != 4:
+        raise SystemExit(f"{RESENC} has {len(kwargs['features_per_stage'])} stages; the variants assume 4")
+    kwargs.update(arch_kwargs)
+    with open(os.path.join(folder, name + ".json"), "w") as f:
+        json.dump(plans, f, indent=1)
+    return name
+
+
+def training_log_numbers(model_folder: str, iterations: int) -> dict:
+    """Seconds per iteration (mean epoch time / iterations per epoch) and the last epoch's pseudo Dice."""
+    log = open(sorted(glob.glob(os.path.join(model_folder, "fold_0", "training_log_*.txt")))[-1]).read()
+    epoch_times = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log)]
+    pseudo = re.findall(r"Pseudo dice \[(.*?)\]", log)
+    last = [float(v) for v in re.findall(r"[0-9.]+", pseudo[-1].replace("np.float32", ""))] if pseudo else []
+    return {"seconds_per_iteration": sum(epoch_times) / len(epoch_times) / iterations if epoch_times else None,
+            "epoch_times": epoch_times, "pseudo_dice_last_epoch": last}
+
+
+def parameters(model_folder: str) -> int:
+    import torch
+    weights = torch.load(os.path.join(model_folder, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                         weights_only=False)["network_weights"]
+    # dynamic-network-architectures registers modules under several names (``decoder.encoder``, ``all_modules``):
+    # count each tensor once
+    unique = {v.data_ptr(): v for v in weights.values() if v.dtype.is_floating_point}
+    return int(sum(v.numel() for v in unique.values()))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS],
+                        help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}")
+    parser.add_argument("--speed_repeats", type=int, default=3, help="timed repeats of each speed ratio (0: skip)")
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    runner.setup()
+    runner.sh(f"plan_{RESENC}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", "MAPSegResEncPlannerCPU",
+                                 "--no_pp", "-npfp", "1", "--no_pbar"])
+    results = {}
+    for network in args.networks:
+        base = write_architecture_variant(runner, f"{RESENC}_{network}", VARIANTS[network]) \
+            if network in VARIANTS else network
+        settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
+                                          warmup_iterations=args.epochs * args.iterations)
+        plans = runner.variant(SOURCE, base, f"{base}_budget_s{args.seed}", settings)
+        model = runner.train(f"budget_{base}_s{args.seed}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans)
+        runner.say(f"{base}: predicting the source validation cases and the targets' test images")
+        predictions = os.path.join(runner.work, "predictions", f"budget_s{args.seed}", base)
+        results[base] = {"plans": plans, "model": model, "parameters": parameters(model),
+                         **training_log_numbers(model, args.iterations),
+                         "scores": source_and_target_scores(runner, model, predictions)}
+    if args.speed_repeats:
+        from .speed import glc_inference_ratio, uda_step_ratios
+        for base, n in results.items():
+            runner.say(f"{base}: speed ratios ({args.speed_repeats} timed repeats each)")
+            n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + [
+                glc_inference_ratio(runner, args.speed_repeats, n["model"])]
+    result = {"command": " ".join(["python -m benchmarks.backbone_budget"] + 
+        list(argv if argv is not None else sys.argv[1:])), "iterations": args.epochs * args.iterations, "seed": args.seed,
+        "networks": results}
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, "backbone_budget.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    write_markdown(args.out, result)
+    runner.say(f"done: {os.path.join(args.out, 'backbone_budget.md')}")
+
+
+def write_markdown(out: str, r: dict) -> None:
+    lines = ["# Both backbones at the same iteration budget (source-only, no MAE, no intensity augmentation)", "",
+             f"Command: `{r['command']}`: `nnUNetTrainerMAPSegUDA_noMPL`, {r['iterations']} iterations, seed "
+             f"{r['seed']}. Seconds per iteration: epoch wall time / training iterations (validation steps "
+             "included), from each training's own log (trainings are reused across runs; each ran alone on the machine).", "",
+             "Dice %: mean of CSF / GM / WM; accuracy %: voxel accuracy inside the brain (label > 0).", "",
+             "| network (plans) | parameters | s / iteration | pseudo Dice, last epoch | source val Dice | "
+             + " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(TARGETS)]
+    for name, n in r["networks"].items():
+        pseudo = " / ".join(f"{v:.2f}" for v in n["pseudo_dice_last_epoch"])
+        lines.append(f"| {name} | {n['parameters'] / 1e6:.2f} M | {n['seconds_per_iteration']:.2f} | {pseudo} | "
+                     f"{dice_accuracy_cells(n['scores'])} |")
+    speed = [(name, row) for name, n in r["networks"].items() for row in n.get("speed", [])]
+    if speed:
+        lines += ["", "Speed ratios, side by side in this run (median of the timed repeats):", "",
+                  "| network (plans) | ratio | value | detail |", "|---|---|---|---|"]
+        lines += [f"| {name} | {row['name']} | {row['ratio']:.2f} | {row['detail']} |" for name, row in speed]
+    with open(os.path.join(out, "backbone_budget.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
