@@ -12,6 +12,8 @@ its warm-up, no MAE initialisation, no intensity augmentation) through stock ``n
 * ``MAPSegResEncPlansCPU_w16``: the same U-Net at half that width (16-128 features);
 * ``MAPSegResEncPlansCPU_w16_fusion3``: at half width, the global view fused at the deepest stage (output stride
   8) instead of stride 4;
+* ``nnUNetPlansCPU_resenc_w16``: the half-width U-Net on nnU-Net's own normalisation (the stock CPU plans' z-scored
+  data, MAPSeg's percentile scaling off), as the MAPSeg trainers run any stock plans;
 
 and reports per network: parameters, seconds per iteration (epoch wall time / training iterations; each epoch
 also runs ``num_val_iterations_per_epoch`` validation steps, so this is slightly pessimistic), nnU-Net's pseudo
@@ -32,7 +34,7 @@ import os
 import re
 import sys
 
-from .cohort import SOURCE, TARGETS, SHIFTS
+from .cohort import SHIFTS, SOURCE, STOCK_PLANS, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 
@@ -42,6 +44,28 @@ RESENC = "MAPSegResEncPlansCPU"
 VARIANTS = {"w32": {"features_per_stage": [32, 64, 128, 256]},
             "w16": {"features_per_stage": [16, 32, 64, 128]},
             "w16_fusion3": {"features_per_stage": [16, 32, 64, 128], "fusion_stage": 3}}
+
+
+# the half-width U-Net on nnU-Net's own normalisation: the stock CPU plans (nnUNetPlannerCPU: same spacing, patch and
+# batch; per-case z-score done by nnU-Net's preprocessing) with their U-Net replaced by the ResEnc U-Net of w16
+ZSCORE = "w16_zscore"
+
+
+def write_zscore_variant(runner: Runner, name: str) -> str:
+    """``nnUNetPlansCPU`` with the half-width ResEnc U-Net: the MAPSeg trainers run it inside the GLC U-Net (fusion
+    at stride 4, as on any stock plans) on nnU-Net's z-scored data, with MAPSeg's intensity step off."""
+    folder = runner.folder(SOURCE, "nnUNet_preprocessed")
+    plans = json.load(open(os.path.join(folder, STOCK_PLANS + ".json")))
+    glc = json.load(open(os.path.join(folder, RESENC + ".json")))["configurations"]["3d_fullres"]["architecture"]
+    kwargs = {k: v for k, v in glc["arch_kwargs"].items() if k not in ("unet_class_name", "fusion_stage")}
+    kwargs.update(VARIANTS["w16"])
+    plans["plans_name"] = name
+    plans["configurations"]["3d_fullres"]["architecture"] = {
+        "network_class_name": glc["arch_kwargs"]["unet_class_name"], "arch_kwargs": kwargs,
+        "_kw_requires_import": glc["_kw_requires_import"]}
+    with open(os.path.join(folder, name + ".json"), "w") as f:
+        json.dump(plans, f, indent=1)
+    return name
 
 
 def write_architecture_variant(runner: Runner, name: str, arch_kwargs: dict) -> str:
@@ -84,8 +108,8 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS],
-                        help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}")
+    parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS, ZSCORE],
+                        help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}, {ZSCORE}")
     parser.add_argument("--speed_repeats", type=int, default=3, help="timed repeats of each speed ratio (0: skip)")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
     parser.add_argument("--out", default=HERE)
@@ -96,8 +120,12 @@ def main(argv=None) -> None:
                                  "--no_pp", "-npfp", "1", "--no_pbar"])
     results = {}
     for network in args.networks:
-        base = write_architecture_variant(runner, f"{RESENC}_{network}", VARIANTS[network]) \
-            if network in VARIANTS else network
+        if network == ZSCORE:
+            base = write_zscore_variant(runner, f"{STOCK_PLANS}_resenc_w16")
+        elif network in VARIANTS:
+            base = write_architecture_variant(runner, f"{RESENC}_{network}", VARIANTS[network])
+        else:
+            base = network
         settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
                                           warmup_iterations=args.epochs * args.iterations)
         plans = runner.variant(SOURCE, base, f"{base}_budget_s{args.seed}", settings)

@@ -1,14 +1,16 @@
-"""How long does the CPU-preset MAPSeg network need to fit the source? The source-only learning curve.
+"""How long does a CPU-preset network need to fit the source? The source-only learning curve.
 
     python -m benchmarks.learning_curve [--epochs 20 --iterations 100 --seed 0 --eval_every 5]
+    python -m benchmarks.learning_curve --plans MAPSegResEncPlansCPU --no_mae --tta_epochs 0 [...]
 
-Trains the MAPSeg network with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE
-encoder) through stock ``nnUNetv2_train`` for ``epochs x iterations`` iterations on the benchmark's demo cohort
+Trains the network of ``--plans`` (default: the paper's network, ``MAPSegPlansCPU``; ``MAPSegResEncPlansCPU``: the
+GLC ResEnc U-Net) with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE encoder
+unless ``--no_mae``; the MAE encoder exists for the paper's network only) through stock ``nnUNetv2_train`` for ``epochs x iterations`` iterations on the benchmark's demo cohort
 (``work_dirs/benchmarks``, set up by ``python -m benchmarks.run`` or here), then reads nnU-Net's per-epoch source pseudo
 Dice from the checkpoint's log and predicts the three targets' test images with the final checkpoint (and with
 every ``eval_every``-th epoch checkpoint). The stock U-Net floor of the benchmark (120 iterations) is the
-reference line. Writes ``learning_curve.md``, ``learning_curve.json`` and ``learning_curve.png`` to ``--out``
-(default: benchmarks/). A finished training is reused.
+reference line where the benchmark has trained it. Writes ``learning_curve.md``, ``.json`` and ``.png`` (for
+another ``--plans``: ``learning_curve_PLANS.*``) to ``--out`` (default: benchmarks/). A finished training is reused.
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import os
 import sys
 
 from .cohort import CLASS_NAMES, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
+from .contrast_randomization import PLANNERS
 from .evaluation import predict_and_score
 from .runner import FULL, Runner
 
@@ -34,17 +37,25 @@ def main(argv=None) -> None:
     parser.add_argument("--tta_epochs", type=int, default=3,
                         help="then test-time UDA on the cross-sequence target from the final model, this many epochs "
                              "of --iterations (0: none)")
+    parser.add_argument("--plans", default=PLANS, choices=sorted(PLANNERS))
+    parser.add_argument("--no_mae", action="store_true", help="start from nnU-Net's initialisation, not the MAE")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args(argv)
+    if args.plans != PLANS and not args.no_mae:
+        parser.error(f"the benchmark's MAE encoder is trained on {PLANS}; use --no_mae with --plans {args.plans}")
     runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
     runner.setup()
-    mae = runner.mae()
+    if args.plans != PLANS:  # same preprocessed data as the MAPSeg CPU plans (planned by setup)
+        runner.sh(f"plan_{args.plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[args.plans],
+                                         "--no_pp", "-npfp", "1", "--no_pbar"])
+    mae = None if args.no_mae else runner.mae()
+    suffix = "" if args.plans == PLANS else f"_{args.plans}"
     settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
                                       num_val_iterations_per_epoch=8, warmup_iterations=args.iterations,
                                       keep_epoch_checkpoints=True)
-    plans = runner.variant(SOURCE, PLANS, f"{PLANS}_curve_s{args.seed}", settings)
-    model = runner.train("curve_source_only", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
+    plans = runner.variant(SOURCE, args.plans, f"{args.plans}_curve_s{args.seed}", settings)
+    model = runner.train(f"curve_source_only{suffix}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
     fold = os.path.join(model, "fold_0")
     import torch
     final = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
@@ -55,7 +66,7 @@ def main(argv=None) -> None:
              for e, (per_class, mean) in enumerate(zip(logging["dice_per_class_or_region"], logging["mean_fg_dice"]))]
 
     runner.say("target Dice of the final (and every --eval_every-th epoch) checkpoint")
-    predictions = os.path.join(runner.work, "predictions", f"curve_s{args.seed}")
+    predictions = os.path.join(runner.work, "predictions", f"curve{suffix}_s{args.seed}")
     checkpoints = {len(curve) * args.iterations: "checkpoint_final.pth"}
     for e in range(args.eval_every - 1, len(curve) - 1, args.eval_every):
         if os.path.isfile(os.path.join(fold, f"checkpoint_epoch_{e:03d}.pth")):
@@ -82,16 +93,16 @@ def main(argv=None) -> None:
 
     result = {"command": "python -m benchmarks.learning_curve " + " ".join(argv if argv is not None
                                                                           else sys.argv[1:]),
-              "model": model, "train_minutes": train_minutes, "curve": curve,
+              "plans": args.plans, "mae": mae is not None, "model": model, "train_minutes": train_minutes, "curve": curve,
               "target_dice": {str(k): {str(t): v[t] for t in v} for k, v in target_dice.items()},
               "floor_target_dice": {str(t): floor[t] for t in floor}, "floor_source": floor_source,
               "tta": tta}
     os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "learning_curve.json"), "w") as f:
+    with open(os.path.join(args.out, f"learning_curve{suffix}.json"), "w") as f:
         json.dump(result, f, indent=1)
-    write_markdown(args.out, result)
-    plot(args.out, result)
-    runner.say(f"done: {os.path.join(args.out, 'learning_curve.md')}")
+    write_markdown(args.out, result, suffix)
+    plot(args.out, result, suffix)
+    runner.say(f"done: {os.path.join(args.out, f'learning_curve{suffix}.md')}")
 
 
 def test_time_adaptation(runner, stage1: str, plans: str, args) -> dict:
@@ -119,10 +130,12 @@ def test_time_adaptation(runner, stage1: str, plans: str, args) -> dict:
     return {"target": target, "model": folder, "target_dice": {str(k): v for k, v in per_epoch.items()}}
 
 
-def write_markdown(out: str, r: dict) -> None:
+def write_markdown(out: str, r: dict, suffix: str = "") -> None:
     classes = " / ".join(CLASS_NAMES.values())
-    lines = ["# Source-only learning curve of the CPU-preset MAPSeg network", "",
-             f"Command: `{r['command'].strip()}` (model `{os.path.basename(r['model'])}`; training took "
+    network = "GLC ResEnc U-Net" if "ResEnc" in r.get("plans", PLANS) else "MAPSeg network"
+    lines = [f"# Source-only learning curve of the CPU-preset {network}", "",
+             f"Command: `{r['command'].strip()}` (model `{os.path.basename(r['model'])}`"
+             f"{'' if r.get('mae', True) else ', no MAE initialisation'}; training took "
              f"{r['train_minutes']:.0f} min of epoch time on this machine).", "",
              f"Source pseudo Dice: nnU-Net's per-epoch Dice on the source validation patches ({classes}).", "",
              "| iterations | " + " | ".join(CLASS_NAMES.values()) + " | mean |",
@@ -137,7 +150,7 @@ def write_markdown(out: str, r: dict) -> None:
     lines += ["", f"Target test Dice % (mean of {classes}; per class in learning_curve.json):", "",
               "| model | " + " | ".join(SHIFTS[t] for t in TARGETS) + " |", "|---|" + "---|" * len(TARGETS)]
     for iterations, scores in r["target_dice"].items():
-        lines.append(f"| MAPSeg source-only, {iterations} iterations | " +
+        lines.append(f"| {network} source-only, {iterations} iterations | " +
                      " | ".join(f"{scores[str(t)]['mean']:.1f}" for t in TARGETS) + " |")
     if r["floor_target_dice"]:
         lines.append("| stock U-Net floor (benchmark) | " +
@@ -151,19 +164,20 @@ def write_markdown(out: str, r: dict) -> None:
         for iterations, scores in [("0 (source model)", start)] + list(r["tta"]["target_dice"].items()):
             lines.append(f"| {iterations} | " + " | ".join(f"{scores['classes'][str(c)]:.1f}" for c in CLASS_NAMES) +
                          f" | {scores['mean']:.1f} |")
-    lines += ["", "![learning curve](learning_curve.png)", ""]
-    with open(os.path.join(out, "learning_curve.md"), "w") as f:
+    lines += ["", f"![learning curve](learning_curve{suffix}.png)", ""]
+    with open(os.path.join(out, f"learning_curve{suffix}.md"), "w") as f:
         f.write("\n".join(lines))
 
 
-def plot(out: str, r: dict) -> None:
+def plot(out: str, r: dict, suffix: str = "") -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(6, 4))
     its = [row["iterations"] for row in r["curve"]]
     for c, name in enumerate(CLASS_NAMES.values()):
-        ax.plot(its, [row["source_pseudo_dice"][c] for row in r["curve"]], label=f"MAPSeg {name}")
+        ax.plot(its, [row["source_pseudo_dice"][c] for row in r["curve"]],
+                label=f"{'U-Net' if 'ResEnc' in r.get('plans', PLANS) else 'MAPSeg'} {name}")
     if r["floor_source"]:
         for c, name in enumerate(CLASS_NAMES.values()):
             ax.scatter([r["floor_source"]["iterations"]], [r["floor_source"]["source_pseudo_dice"][c]], marker="x",
@@ -173,7 +187,7 @@ def plot(out: str, r: dict) -> None:
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(os.path.join(out, "learning_curve.png"), dpi=100)
+    fig.savefig(os.path.join(out, f"learning_curve{suffix}.png"), dpi=100)
     plt.close(fig)
 
 

@@ -66,3 +66,24 @@ def test_render_writes_results_and_plots(tmp_path):
     assert stored == summary(results, TARGETS)
     for png in ("dice_per_method.png", "score_vs_target_dice.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_clean_statistics_replay_reproduces_the_clean_pass_and_changes_the_masked_one():
+    """The masked-input diagnostic's swap: replaying the clean views' InstanceNorm statistics on the clean views
+    gives the network's own prediction; on masked views it gives something else than the masked prediction."""
+    import torch
+    from benchmarks.masked_inputs import CleanStatistics, masked_with_clean_statistics
+    from test_glc_unet import RESENC, tiny_glc_unet
+    torch.manual_seed(0)
+    net = tiny_glc_unet(RESENC).eval()
+    with torch.no_grad():
+        net.fusion.weight.normal_(0, 0.3)  # the global view matters
+        b = {"data": torch.rand(2, 1, 16, 16, 16), "global": torch.rand(2, 1, 16, 16, 16),
+             "box": torch.tensor([[[0., 8.], [4., 12.], [8., 16.]], [[2., 10.], [0., 16.], [5., 9.]]])}
+        swap = CleanStatistics(net)
+        assert len(swap.layers) > 0
+        clean = net(b["data"], b["global"], b["box"], with_aux=False)["logits"].argmax(1)
+        assert torch.equal(masked_with_clean_statistics(net, swap, b, b["data"], b["global"]), clean)
+        x, g = b["data"] * (torch.rand_like(b["data"]) > 0.7), b["global"] * (torch.rand_like(b["global"]) > 0.7)
+        masked = net(x, g, b["box"], with_aux=False)["logits"].argmax(1)
+        assert not torch.equal(masked_with_clean_statistics(net, swap, b, x, g), masked)

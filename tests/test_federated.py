@@ -1,6 +1,7 @@
 """Fed-MAPSeg on Flower: a real loopback deployment (SuperLink + SuperNodes as separate processes, one of them
-broken), the one-command simulation, what crosses the wire, resuming the server, and stock nnUNetv2_predict on
-the global model. Synthetic source 931 (labeled), client targets 932 (3 cases) and 933 (5 cases)."""
+broken; the paper's network), the one-command simulation (the GLC ResEnc U-Net), what crosses the wire, resuming
+the server, and stock nnUNetv2_predict on the global model. Synthetic source 931 (labeled), client targets 932
+(3 cases) and 933 (5 cases)."""
 import glob
 import json
 import os
@@ -13,6 +14,7 @@ from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
 SERVER = "nnUNetTrainerMAPSegFed_smoke"
 PLANS = "MAPSegPlansCPU"
+UNET_PLANS = "MAPSegResEncPlansCPU"  # shares the data and registered targets of PLANS
 CASES = {"932": 3, "933": 5}
 
 
@@ -86,9 +88,10 @@ def test_loopback_deployment_tolerates_a_broken_site_and_sends_only_weights_and_
                 assert set(scalars) == {"lr", "iterations", "global-round", "server-round"}
 
 
-@pytest.mark.parametrize("plans", [PLANS, "MAPSegResEncPlansCPU"])
-def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path, plans):
+def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path):
+    """On the GLC ResEnc U-Net (the paper's network is federated by the loopback deployment above)."""
     root, env = fed_cohort
+    plans = UNET_PLANS
     env = {**env, "nnUNet_results": str(tmp_path / "results")}
     run(["mapseg_federated_simulation", "-s", "931", "-t", *CASES, "-p", plans, "-tr", SERVER, "-device", "cpu",
          "--workdir", str(tmp_path / "flower")], env, cwd=root, timeout=1200)
@@ -96,7 +99,7 @@ def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path, plans):
                        weights_only=False)
     assert final["current_epoch"] == 2 and len(final["mapseg"]["score_history"]) == 2
     assert all(f"round {r}: 2 client(s)" in _server_log(env, plans) for r in range(2))
-    assert ("fusion.weight" in final["network_weights"]) == (plans != PLANS)  # the GLC U-Net was federated
+    assert "fusion.weight" in final["network_weights"]  # the GLC U-Net was federated
     image = os.path.join(env["nnUNet_raw"], "Dataset932_FedSite932", "imagesTr", "case000_0000.nii.gz")
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
@@ -136,14 +139,14 @@ def test_clients_need_targets_registered_with_the_plans_or_their_data(fed_cohort
     from mapseg_nnunet.data.synthetic import write_synthetic_dataset
     from mapseg_nnunet.data.target_registry import plans_for_registered_target
     # 932 was registered with MAPSegPlansCPU; the U-Net plans share its data: the client's plans copy is written
-    path = plans_for_registered_target("931", "932", "MAPSegResEncPlansCPU")
+    path = plans_for_registered_target("931", "932", UNET_PLANS)
     plans = json.load(open(path))
-    assert plans["dataset_name"] == "Dataset932_FedSite932" and plans["plans_name"] == "MAPSegResEncPlansCPU"
+    assert plans["dataset_name"] == "Dataset932_FedSite932" and plans["plans_name"] == UNET_PLANS
     # a dataset nobody registered is refused with the command that registers it
     write_synthetic_dataset(env["nnUNet_raw"], 934, name="FedSiteUnregistered", labeled=False, seed=934,
                             num_cases=2)
     with pytest.raises(DatasetError, match="run mapseg_register_targets -s 931 -t 934 -p MAPSegResEncPlansCPU"):
-        plans_for_registered_target("931", "934", "MAPSegResEncPlansCPU")
-    proc = run(["mapseg_federated_simulation", "-s", "931", "-t", "932", "934", "-p", "MAPSegResEncPlansCPU",
+        plans_for_registered_target("931", "934", UNET_PLANS)
+    proc = run(["mapseg_federated_simulation", "-s", "931", "-t", "932", "934", "-p", UNET_PLANS,
                 "-tr", SERVER, "-device", "cpu"], env, cwd=root, check=False)
     assert proc.returncode != 0 and "ERROR: Dataset934_FedSiteUnregistered is not registered" in proc.stderr

@@ -55,15 +55,7 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert ckpt["mapseg"]["teacher_steps"] == 2 and "fusion.weight" in ckpt["network_weights"]
 
-    inp, out = tmp_path / "in", tmp_path / "out"
-    inp.mkdir()
-    image = os.path.join(env["nnUNet_raw"], RESULTS, "imagesTr", "case000_0000.nii.gz")
-    os.symlink(image, inp / "case000_0000.nii.gz")
-    run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", "901", "-c", "3d_fullres", "-tr", trainer,
-         "-p", variant, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
-    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case000.nii.gz")))
-    assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
-    assert set(np.unique(prediction)) <= {0, 1, 2}
+    _predict_one_case(env, root, tmp_path / "uda", RESULTS, "901", trainer, variant)
 
     # test-time UDA from the U-Net: the UDA model is the stage-1 model of an unlabeled target (915)
     from mapseg_nnunet.data.synthetic import write_synthetic_dataset
@@ -78,13 +70,17 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     assert set(student) == set(ckpt["network_weights"])  # the same GLC U-Net, fusion included
     assert any(not torch.equal(student[k], ckpt["network_weights"][k]) for k in student
                if student[k].dtype.is_floating_point)  # it adapted
-    tta_out = tmp_path / "tta_out"
-    target_image = os.path.join(env["nnUNet_raw"], "Dataset915_TargetTTA", "imagesTr", "case000_0000.nii.gz")
-    tta_in = tmp_path / "tta_in"
-    tta_in.mkdir()
-    os.symlink(target_image, tta_in / "case000_0000.nii.gz")
-    run(["nnUNetv2_predict", "-i", str(tta_in), "-o", str(tta_out), "-d", "915", "-c", "3d_fullres", "-tr", tta,
-         "-p", variant, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
-    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(tta_out / "case000.nii.gz")))
-    assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(target_image)).shape
+    _predict_one_case(env, root, tmp_path / "tta", "Dataset915_TargetTTA", "915", tta, variant)
+
+
+def _predict_one_case(env, root, folder, raw_dataset: str, dataset: str, trainer: str, plans: str) -> None:
+    """Stock nnUNetv2_predict (GLC) of the dataset's first training image: a label map of the image's shape."""
+    inp, out = folder / "in", folder / "out"
+    inp.mkdir(parents=True)
+    image = os.path.join(env["nnUNet_raw"], raw_dataset, "imagesTr", "case000_0000.nii.gz")
+    os.symlink(image, inp / "case000_0000.nii.gz")
+    run(["nnUNetv2_predict", "-i", str(inp), "-o", str(out), "-d", dataset, "-c", "3d_fullres", "-tr", trainer,
+         "-p", plans, "-f", "0", "-device", "cpu", "-npp", "0", "-nps", "0", "--disable_tta"], env, cwd=root)
+    prediction = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case000.nii.gz")))
+    assert prediction.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape
     assert set(np.unique(prediction)) <= {0, 1, 2}
