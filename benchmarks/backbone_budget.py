@@ -110,7 +110,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS, ZSCORE],
                         help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}, {ZSCORE}")
-    parser.add_argument("--speed_repeats", type=int, default=3, help="timed repeats of each speed ratio (0: skip)")
+    parser.add_argument("--speed_repeats", type=int, default=3,
+                        help="timed repeats of each speed ratio (0: keep those of an earlier run's json in --out)")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args(argv)
@@ -135,6 +136,11 @@ def main(argv=None) -> None:
         results[base] = {"plans": plans, "model": model, "parameters": parameters(model),
                          **training_log_numbers(model, args.iterations),
                          "scores": source_and_target_scores(runner, model, predictions)}
+    earlier = os.path.join(args.out, "backbone_budget.json")
+    if not args.speed_repeats and os.path.isfile(earlier):  # keep the speed rows measured by an earlier run
+        for base, n in json.load(open(earlier))["networks"].items():
+            if base in results and "speed" in n:
+                results[base]["speed"] = n["speed"]
     if args.speed_repeats:
         from .speed import glc_inference_ratio, uda_step_ratios
         for base, n in results.items():
