@@ -141,12 +141,14 @@ def main(argv=None) -> None:
         for base, n in json.load(open(earlier))["networks"].items():
             if base in results and "speed" in n:
                 results[base]["speed"] = n["speed"]
+                results[base]["speed_measured_by"] = n.get("speed_measured_by", "an earlier run")
     if args.speed_repeats:
         from .speed import glc_inference_ratio, uda_step_ratios
         for base, n in results.items():
             runner.say(f"{base}: speed ratios ({args.speed_repeats} timed repeats each)")
             n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + [
                 glc_inference_ratio(runner, args.speed_repeats, n["model"])]
+            n["speed_measured_by"] = f"--speed_repeats {args.speed_repeats}"
     result = {"command": " ".join(["python -m benchmarks.backbone_budget"] + 
         list(argv if argv is not None else sys.argv[1:])), "iterations": args.epochs * args.iterations, "seed": args.seed,
         "networks": results}
@@ -172,7 +174,9 @@ def write_markdown(out: str, r: dict) -> None:
                      f"{dice_accuracy_cells(n['scores'])} |")
     speed = [(name, row) for name, n in r["networks"].items() for row in n.get("speed", [])]
     if speed:
-        lines += ["", "Speed ratios, side by side in this run (median of the timed repeats):", "",
+        by = sorted({n.get("speed_measured_by", "this run") for n in r["networks"].values() if "speed" in n})
+        lines += ["", f"Speed ratios, side by side in one run of this script ({', '.join(by)}; median of the timed "
+                  "repeats):", "",
                   "| network (plans) | ratio | value | detail |", "|---|---|---|---|"]
         lines += [f"| {name} | {row['name']} | {row['ratio']:.2f} | {row['detail']} |" for name, row in speed]
     with open(os.path.join(out, "backbone_budget.md"), "w") as f:
