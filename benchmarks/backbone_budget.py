@@ -149,14 +149,9 @@ def main(argv=None) -> None:
             n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + [
                 glc_inference_ratio(runner, args.speed_repeats, n["model"])]
             n["speed_measured_by"] = f"--speed_repeats {args.speed_repeats}"
-    result = {"command": " ".join(["python -m benchmarks.backbone_budget"] + 
-        list(argv if argv is not None else sys.argv[1:])), "iterations": args.epochs * args.iterations, "seed": args.seed,
-        "networks": results}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "backbone_budget.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    write_markdown(args.out, result)
-    runner.say(f"done: {os.path.join(args.out, 'backbone_budget.md')}")
+    command = " ".join(["python -m benchmarks.backbone_budget", *(argv if argv is not None else sys.argv[1:])])
+    result = {"command": command, "iterations": args.epochs * args.iterations, "seed": args.seed, "networks": results}
+    runner.save_result(args.out, "backbone_budget", result, write_markdown)
 
 
 def write_markdown(out: str, r: dict) -> None:

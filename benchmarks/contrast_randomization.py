@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import sys
 
@@ -68,11 +67,7 @@ def main(argv=None) -> None:
     result = {"command": "python -m benchmarks.contrast_randomization " + " ".join(
         argv if argv is not None else sys.argv[1:]), "plans": args.plans, "iterations": args.epochs * args.iterations,
         "seed": args.seed, "configurations": results}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "contrast_randomization.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    write_markdown(args.out, result)
-    runner.say(f"done: {os.path.join(args.out, 'contrast_randomization.md')}")
+    runner.save_result(args.out, "contrast_randomization", result, write_markdown)
 
 
 def write_markdown(out: str, r: dict) -> None:

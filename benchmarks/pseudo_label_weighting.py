@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import os
 import shutil
 import sys
@@ -88,11 +87,7 @@ def main(argv=None) -> None:
         argv if argv is not None else sys.argv[1:]), "plans": args.plans, "teacher": args.teacher,
         "source_iterations": source_iterations, "adapt_iterations": args.adapt_epochs * args.iterations,
         "seed": args.seed, "runs": results}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, "pseudo_label_weighting.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    write_markdown(args.out, result)
-    runner.say(f"done: {os.path.join(args.out, 'pseudo_label_weighting.md')}")
+    runner.save_result(args.out, "pseudo_label_weighting", result, write_markdown)
 
 
 def write_markdown(out: str, r: dict) -> None:

@@ -85,6 +85,14 @@ class Runner:
             tail = open(log).read()[-3000:]
             raise SystemExit(f"ERROR: {' '.join(cmd)} failed ({proc.returncode}); log {log}:\n{tail}")
 
+    def save_result(self, out: str, name: str, result: dict, write_markdown) -> None:
+        """A benchmark script's result: ``out/NAME.json`` and the report ``write_markdown(out, result)`` writes."""
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, name + ".json"), "w") as f:
+            json.dump(result, f, indent=1)
+        write_markdown(out, result)
+        self.say(f"done: {os.path.join(out, name + '.md')}")
+
     def folder(self, dataset: int, sub: str = "nnUNet_raw") -> str:
         base = self.env[sub]
         return os.path.join(base, next(d for d in os.listdir(base) if d.startswith(f"Dataset{dataset:03d}_")))
