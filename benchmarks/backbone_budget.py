@@ -34,9 +34,12 @@ import os
 import re
 import sys
 
+from mapseg_nnunet.data.atomic import save_json_atomic
+
 from .cohort import SHIFTS, SOURCE, STOCK_PLANS, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
+from .speed import epoch_times, glc_inference_ratio, uda_step_ratios
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESENC = "MAPSegResEncPlansCPU"
@@ -59,12 +62,15 @@ def write_zscore_variant(runner: Runner, name: str) -> str:
     glc = json.load(open(os.path.join(folder, RESENC + ".json")))["configurations"]["3d_fullres"]["architecture"]
     kwargs = {k: v for k, v in glc["arch_kwargs"].items() if k not in ("unet_class_name", "fusion_stage")}
     kwargs.update(VARIANTS["w16"])
-    plans["plans_name"] = name
     plans["configurations"]["3d_fullres"]["architecture"] = {
         "network_class_name": glc["arch_kwargs"]["unet_class_name"], "arch_kwargs": kwargs,
         "_kw_requires_import": glc["_kw_requires_import"]}
-    with open(os.path.join(folder, name + ".json"), "w") as f:
-        json.dump(plans, f, indent=1)
+    return save_plans(folder, name, plans)
+
+
+def save_plans(folder: str, name: str, plans: dict) -> str:
+    """Plans ``name`` in the source's preprocessed folder (write, then rename), where nnU-Net finds them."""
+    save_json_atomic({**plans, "plans_name": name}, os.path.join(folder, name + ".json"))
     return name
 
 
@@ -73,24 +79,21 @@ def write_architecture_variant(runner: Runner, name: str, arch_kwargs: dict) -> 
     else)."""
     folder = runner.folder(SOURCE, "nnUNet_preprocessed")
     plans = json.load(open(os.path.join(folder, RESENC + ".json")))
-    plans["plans_name"] = name
     kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
     if len(kwargs["features_per_stage"]) != 4:
         raise SystemExit(f"{RESENC} has {len(kwargs['features_per_stage'])} stages; the variants assume 4")
     kwargs.update(arch_kwargs)
-    with open(os.path.join(folder, name + ".json"), "w") as f:
-        json.dump(plans, f, indent=1)
-    return name
+    return save_plans(folder, name, plans)
 
 
 def training_log_numbers(model_folder: str, iterations: int) -> dict:
     """Seconds per iteration (mean epoch time / iterations per epoch) and the last epoch's pseudo Dice."""
+    times = epoch_times(os.path.join(model_folder, "fold_0"))
     log = open(sorted(glob.glob(os.path.join(model_folder, "fold_0", "training_log_*.txt")))[-1]).read()
-    epoch_times = [float(t) for t in re.findall(r"Epoch time: ([0-9.]+) s", log)]
     pseudo = re.findall(r"Pseudo dice \[(.*?)\]", log)
     last = [float(v) for v in re.findall(r"[0-9.]+", pseudo[-1].replace("np.float32", ""))] if pseudo else []
-    return {"seconds_per_iteration": sum(epoch_times) / len(epoch_times) / iterations if epoch_times else None,
-            "epoch_times": epoch_times, "pseudo_dice_last_epoch": last}
+    return {"seconds_per_iteration": sum(times) / len(times) / iterations if times else None,
+            "epoch_times": times, "pseudo_dice_last_epoch": last}
 
 
 def parameters(model_folder: str) -> int:
@@ -143,7 +146,6 @@ def main(argv=None) -> None:
                 results[base]["speed"] = n["speed"]
                 results[base]["speed_measured_by"] = n.get("speed_measured_by", "an earlier run")
     if args.speed_repeats:
-        from .speed import glc_inference_ratio, uda_step_ratios
         for base, n in results.items():
             runner.say(f"{base}: speed ratios ({args.speed_repeats} timed repeats each)")
             n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + [
@@ -158,7 +160,8 @@ def write_markdown(out: str, r: dict) -> None:
     lines = ["# Both backbones at the same iteration budget (source-only, no MAE, no intensity augmentation)", "",
              f"Command: `{r['command']}`: `nnUNetTrainerMAPSegUDA_noMPL`, {r['iterations']} iterations, seed "
              f"{r['seed']}. Seconds per iteration: epoch wall time / training iterations (validation steps "
-             "included), from each training's own log (trainings are reused across runs; each ran alone on the machine).", "",
+             "included), from each training's own log (trainings are reused across runs; each ran alone on the "
+             "machine).", "",
              "Dice %: mean of CSF / GM / WM; accuracy %: voxel accuracy inside the brain (label > 0).", "",
              "| network (plans) | parameters | s / iteration | pseudo Dice, last epoch | source val Dice | "
              + " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) + " |",

@@ -5,7 +5,8 @@
 
 Trains the network of ``--plans`` (default: the paper's network, ``MAPSegPlansCPU``; ``MAPSegResEncPlansCPU``: the
 GLC ResEnc U-Net) with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE encoder
-unless ``--no_mae``; the MAE encoder exists for the paper's network only) through stock ``nnUNetv2_train`` for ``epochs x iterations`` iterations on the benchmark's demo cohort
+unless ``--no_mae``; the MAE encoder exists for the paper's network only) through stock ``nnUNetv2_train`` for
+``epochs x iterations`` iterations on the benchmark's demo cohort
 (``work_dirs/benchmarks``, set up by ``python -m benchmarks.run`` or here), then reads nnU-Net's per-epoch source pseudo
 Dice from the checkpoint's log and predicts the three targets' test images with the final checkpoint (and with
 every ``eval_every``-th epoch checkpoint). The stock U-Net floor of the benchmark (120 iterations) is the
@@ -93,16 +94,13 @@ def main(argv=None) -> None:
 
     result = {"command": "python -m benchmarks.learning_curve " + " ".join(argv if argv is not None
                                                                           else sys.argv[1:]),
-              "plans": args.plans, "mae": mae is not None, "model": model, "train_minutes": train_minutes, "curve": curve,
+              "plans": args.plans, "mae": mae is not None, "model": model, "train_minutes": train_minutes,
+              "curve": curve,
               "target_dice": {str(k): {str(t): v[t] for t in v} for k, v in target_dice.items()},
               "floor_target_dice": {str(t): floor[t] for t in floor}, "floor_source": floor_source,
               "tta": tta}
-    os.makedirs(args.out, exist_ok=True)
-    with open(os.path.join(args.out, f"learning_curve{suffix}.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    write_markdown(args.out, result, suffix)
-    plot(args.out, result, suffix)
-    runner.say(f"done: {os.path.join(args.out, f'learning_curve{suffix}.md')}")
+    runner.save_result(args.out, f"learning_curve{suffix}", result,
+                       lambda out, r: (write_markdown(out, r, suffix), plot(out, r, suffix)))
 
 
 def test_time_adaptation(runner, stage1: str, plans: str, args) -> dict:

@@ -51,7 +51,7 @@ def paper_resenc_memory_estimate(num_classes: int = 8) -> dict:
     unet = net.unet.compute_conv_feature_map_size(patch)
     glc = unet + unet  # the global view passes the encoder and, for the auxiliary prediction, the decoder
     gb = NNUNET_BYTES_PER_FEATURE_VOXEL / 1e9
-    return {"parameters": sum({p.data_ptr(): p.numel() for p in net.parameters()}.values()),
+    return {"parameters": sum(p.numel() for p in net.parameters()),
             "unet_pass_gb": unet * gb, "glc_pass_gb": glc * gb, "uda_step_gb": 3 * glc * gb}
 
 

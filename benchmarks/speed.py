@@ -149,16 +149,22 @@ def registration_memory(runner) -> dict:
                       f"{after / 2**20:.0f} MiB; one case {case_bytes / 2**20:.1f} MiB"}
 
 
+def epoch_times(fold_folder: str) -> List[float]:
+    """Every epoch's wall time (s) in the nnU-Net training logs of a fold folder, in order (resumed runs included)."""
+    times = []
+    for log in sorted(f for f in os.listdir(fold_folder) if f.startswith("training_log")):
+        text = open(os.path.join(fold_folder, log)).read()
+        times += [float(t) for t in re.findall(r"[Ee]poch time:? ([\d.]+) s", text)]
+    return times
+
+
 def iteration_times_from_logs(runner) -> List[dict]:
     """Seconds per training iteration of the benchmark's own runs (median epoch time / iterations), from the
     nnU-Net logs of the first seed: MAE and UDA vs stock nnUNetTrainer at the same patch size."""
     seed, its = runner.budget.seeds[0], runner.budget.iterations
 
     def per_iteration(trainer, plans, fold="0", skip_first=True):
-        folder = os.path.join(runner.model_folder(SOURCE, trainer, plans), f"fold_{fold}")
-        times = []
-        for log in sorted(f for f in os.listdir(folder) if f.startswith("training_log")):
-            times += [float(t) for t in re.findall(r"[Ee]poch time:? ([\d.]+) s", open(os.path.join(folder, log)).read())]
+        times = epoch_times(os.path.join(runner.model_folder(SOURCE, trainer, plans), f"fold_{fold}"))
         times = times[1:] if skip_first and len(times) > 1 else times  # the first epoch includes start-up
         return statistics.median(times) / its
     stock = per_iteration("nnUNetTrainer_settingsFromPlans", f"{STOCK_PLANS}_bench_s{seed}")

@@ -198,9 +198,8 @@ class MAPSegResEncPlannerCPU(MAPSegResEncPlanner):
     narrower U-Net fits the source better."""
     preset_name = "cpu"
     default_plans_name = "MAPSegResEncPlansCPU"
-    base_num_features = 16
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.UNet_base_num_features = self.base_num_features
+        self.UNet_base_num_features = 16  # nnU-Net's own width setting (32 by default)
 

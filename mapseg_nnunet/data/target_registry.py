@@ -61,6 +61,21 @@ def target_data_folder(entry: dict) -> str:
     return join(preprocessed, entry["dataset_name"], entry["data_identifier"])
 
 
+def plans_for_target(source: str | int, target_name: str, plans_identifier: str, configuration: str) -> dict:
+    """The source's plans ``plans_identifier`` as the target's copy (``dataset_name`` replaced), refused with the
+    file named when the plans or the configuration are missing."""
+    _, preprocessed = nnunet_paths()
+    plans_path = join(preprocessed, dataset_name(source), plans_identifier + ".json")
+    if not isfile(plans_path):
+        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
+                           f"(mapseg_plan_and_preprocess -d {source})")
+    plans = copy.deepcopy(load_json(plans_path))
+    if configuration not in plans["configurations"]:
+        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
+    plans["dataset_name"] = target_name
+    return plans
+
+
 def plans_for_registered_target(source: str | int, target: str | int, plans_identifier: str,
                                 configuration: str = "3d_fullres") -> str:
     """The target's copy of the source plans ``plans_identifier`` (what nnU-Net loads to build a trainer on the
@@ -73,22 +88,14 @@ def plans_for_registered_target(source: str | int, target: str | int, plans_iden
     path = join(preprocessed, target_name, plans_identifier + ".json")
     if isfile(path):
         return path
-    plans_path = join(preprocessed, source_name, plans_identifier + ".json")
-    if not isfile(plans_path):
-        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
-                           f"(mapseg_plan_and_preprocess -d {source})")
-    plans = load_json(plans_path)
-    if configuration not in plans["configurations"]:
-        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
-    data_identifier = plans["configurations"][configuration]["data_identifier"]
+    target_plans = plans_for_target(source, target_name, plans_identifier, configuration)
+    data_identifier = target_plans["configurations"][configuration]["data_identifier"]
     shared = [t for t in registered_targets(source_name, plans_identifier, configuration, ROLES, data_identifier)
               if t["dataset_name"] == target_name and t["data_identifier"] == data_identifier]
     if not shared or not isdir(target_data_folder(shared[0])):
         raise DatasetError(f"{target_name} is not registered to {source_name} with plans {plans_identifier} or with "
                            f"plans sharing its data ({data_identifier}); run mapseg_register_targets -s {source} "
                            f"-t {target} -p {plans_identifier}")
-    target_plans = copy.deepcopy(plans)
-    target_plans["dataset_name"] = target_name
     save_json_atomic(target_plans, path)
     return path
 
@@ -103,16 +110,8 @@ def register_target(source: str | int, target: str | int, plans_identifier: str,
     source_name, target_name = dataset_name(source), dataset_name(target)
     if source_name == target_name:
         raise DatasetError(f"{target_name}: a dataset cannot be registered as a target of itself")
-    plans_path = join(preprocessed, source_name, plans_identifier + ".json")
-    if not isfile(plans_path):
-        raise DatasetError(f"{plans_path}: plans are missing; plan the source first "
-                           f"(mapseg_plan_and_preprocess -d {source})")
+    target_plans = plans_for_target(source, target_name, plans_identifier, configuration)
     source_json = load_json(join(preprocessed, source_name, "dataset.json"))
-    plans = load_json(plans_path)
-    if configuration not in plans["configurations"]:
-        raise DatasetError(f"{plans_path}: configuration {configuration!r} not found")
-    target_plans = copy.deepcopy(plans)
-    target_plans["dataset_name"] = target_name
     num_cases, data_identifier, findings = preprocess_unlabeled_dataset(target_name, target_plans, plans_identifier,
                                                                         configuration, source_json, source_name,
                                                                         progress)
