@@ -4,7 +4,7 @@ the source-only model gives on each target. This decides the width of the ResEnc
     python -m benchmarks.backbone_budget [--epochs 3 --iterations 40 --seed 0]
 
 Trains ``nnUNetTrainerMAPSegUDA_noMPL`` (the source terms only: the model a UDA teacher starts from at the end of
-its warm-up, no MAE initialisation, no intensity augmentation) through stock ``nnUNetv2_train`` on
+its warm-up, no MAE initialisation, no intensity augmentation unless named) through stock ``nnUNetv2_train`` on
 
 * ``MAPSegPlansCPU``: the paper's network at the CPU preset;
 * ``MAPSegResEncPlansCPU_w32``: the GLC ResEnc U-Net of ``MAPSegResEncPlannerCPU`` at the width nnU-Net's ResEnc
@@ -12,8 +12,10 @@ its warm-up, no MAE initialisation, no intensity augmentation) through stock ``n
 * ``MAPSegResEncPlansCPU_w16``: the same U-Net at half that width (16-128 features);
 * ``MAPSegResEncPlansCPU_w16_fusion3``: at half width, the global view fused at the deepest stage (output stride
   8) instead of stride 4;
-* ``nnUNetPlansCPU_resenc_w16``: the half-width U-Net on nnU-Net's own normalisation (the stock CPU plans' z-scored
-  data, MAPSeg's percentile scaling off), as the MAPSeg trainers run any stock plans;
+* ``MAPSegPlansCPU_resenc_w16`` (``w16_percentile``): the half-width U-Net on MAPSeg's percentile scaling (the
+  paper network's data) instead of nnU-Net's z-score (``MAPSegResEncPlansCPU``'s own data);
+* ``w16_nnunet_aug``: the half-width U-Net with nnU-Net's intensity augmentation on the source views
+  (``source_intensity.nnunet``);
 
 and reports per network: parameters, seconds per iteration (epoch wall time / training iterations; each epoch
 also runs ``num_val_iterations_per_epoch`` validation steps, so this is slightly pessimistic), nnU-Net's pseudo
@@ -36,7 +38,7 @@ import sys
 
 from mapseg_nnunet.data.atomic import save_json_atomic
 
-from .cohort import SHIFTS, SOURCE, STOCK_PLANS, TARGETS
+from .cohort import SHIFTS, SOURCE, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 from .speed import epoch_times, glc_inference_ratio, uda_step_ratios
@@ -49,22 +51,22 @@ VARIANTS = {"w32": {"features_per_stage": [32, 64, 128, 256]},
             "w16_fusion3": {"features_per_stage": [16, 32, 64, 128], "fusion_stage": 3}}
 
 
-# the half-width U-Net on nnU-Net's own normalisation: the stock CPU plans (nnUNetPlannerCPU: same spacing, patch and
-# batch; per-case z-score done by nnU-Net's preprocessing) with their U-Net replaced by the ResEnc U-Net of w16
-ZSCORE = "w16_zscore"
+# the half-width U-Net on MAPSeg's percentile scaling: the paper network's CPU plans (same spacing, patch and batch;
+# raw data scaled per case by the trainers) with their network replaced by the GLC U-Net of w16
+PERCENTILE = "w16_percentile"
+# the half-width U-Net with nnU-Net's intensity augmentation on the source views
+AUGMENTED = "w16_nnunet_aug"
+AUGMENTED_SETTINGS = {"source_intensity.nnunet": True}
 
 
-def write_zscore_variant(runner: Runner, name: str) -> str:
-    """``nnUNetPlansCPU`` with the half-width ResEnc U-Net: the MAPSeg trainers run it inside the GLC U-Net (fusion
-    at stride 4, as on any stock plans) on nnU-Net's z-scored data, with MAPSeg's intensity step off."""
+def write_percentile_variant(runner: Runner, name: str) -> str:
+    """``MAPSegPlansCPU`` (MAPSeg's intensity convention) with the half-width GLC ResEnc U-Net of
+    ``MAPSegResEncPlansCPU``."""
     folder = runner.folder(SOURCE, "nnUNet_preprocessed")
-    plans = json.load(open(os.path.join(folder, STOCK_PLANS + ".json")))
+    plans = json.load(open(os.path.join(folder, "MAPSegPlansCPU.json")))
     glc = json.load(open(os.path.join(folder, RESENC + ".json")))["configurations"]["3d_fullres"]["architecture"]
-    kwargs = {k: v for k, v in glc["arch_kwargs"].items() if k not in ("unet_class_name", "fusion_stage")}
-    kwargs.update(VARIANTS["w16"])
-    plans["configurations"]["3d_fullres"]["architecture"] = {
-        "network_class_name": glc["arch_kwargs"]["unet_class_name"], "arch_kwargs": kwargs,
-        "_kw_requires_import": glc["_kw_requires_import"]}
+    glc["arch_kwargs"].update(VARIANTS["w16"])
+    plans["configurations"]["3d_fullres"]["architecture"] = glc
     return save_plans(folder, name, plans)
 
 
@@ -111,8 +113,9 @@ def main(argv=None) -> None:
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS, ZSCORE],
-                        help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}, {ZSCORE}")
+    parser.add_argument("--networks", nargs="+", default=["MAPSegPlansCPU", *VARIANTS, PERCENTILE, AUGMENTED],
+                        help=f"MAPSegPlansCPU, {RESENC} (as planned) or a variant: {', '.join(VARIANTS)}, "
+                             f"{PERCENTILE}, {AUGMENTED}")
     parser.add_argument("--speed_repeats", type=int, default=3,
                         help="timed repeats of each speed ratio (0: keep those of an earlier run's json in --out)")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
@@ -120,20 +123,24 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
     runner.setup()
-    runner.sh(f"plan_{RESENC}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", "MAPSegResEncPlannerCPU",
-                                 "--no_pp", "-npfp", "1", "--no_pbar"])
+    runner.plan(RESENC)
     results = {}
     for network in args.networks:
-        if network == ZSCORE:
-            base = write_zscore_variant(runner, f"{STOCK_PLANS}_resenc_w16")
+        extra, suffix = {}, ""
+        if network == PERCENTILE:
+            base = write_percentile_variant(runner, "MAPSegPlansCPU_resenc_w16")
+        elif network == AUGMENTED:
+            base = write_architecture_variant(runner, f"{RESENC}_w16", VARIANTS["w16"])
+            extra, suffix = AUGMENTED_SETTINGS, "_nnunetaug"
         elif network in VARIANTS:
             base = write_architecture_variant(runner, f"{RESENC}_{network}", VARIANTS[network])
         else:
             base = network
         settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
-                                          warmup_iterations=args.epochs * args.iterations)
-        plans = runner.variant(SOURCE, base, f"{base}_budget_s{args.seed}", settings)
-        model = runner.train(f"budget_{base}_s{args.seed}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans)
+                                          warmup_iterations=args.epochs * args.iterations, **extra)
+        plans = runner.variant(SOURCE, base, f"{base}{suffix}_budget_s{args.seed}", settings)
+        model = runner.train(f"budget_{base}{suffix}_s{args.seed}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans)
+        base += suffix
         runner.say(f"{base}: predicting the source validation cases and the targets' test images")
         predictions = os.path.join(runner.work, "predictions", f"budget_s{args.seed}", base)
         results[base] = {"plans": plans, "model": model, "parameters": parameters(model),

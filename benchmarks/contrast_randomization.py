@@ -24,7 +24,7 @@ import copy
 import os
 import sys
 
-from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
+from .cohort import CLASS_NAMES, PLANNERS, SHIFTS, SOURCE, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 
@@ -35,7 +35,6 @@ CONFIGURATIONS = {
     "nnunet+gin+remap": {"source_intensity.nnunet": True, "source_intensity.gin_probability": 0.5,
                          "source_intensity.remap_probability": 0.5},
 }
-PLANNERS = {"MAPSegResEncPlansCPU": "MAPSegResEncPlannerCPU", "MAPSegPlansCPU": "MAPSegPlannerCPU"}
 
 
 def main(argv=None) -> None:
@@ -50,9 +49,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
     runner.setup()
-    if args.plans != "MAPSegPlansCPU":  # same preprocessed data as the MAPSeg CPU plans (planned by setup)
-        runner.sh(f"plan_{args.plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[args.plans],
-                                         "--no_pp", "-npfp", "1", "--no_pbar"])
+    runner.plan(args.plans)
     results = {}
     for name in args.configurations:
         settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,

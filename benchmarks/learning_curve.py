@@ -21,8 +21,7 @@ import json
 import os
 import sys
 
-from .cohort import CLASS_NAMES, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
-from .contrast_randomization import PLANNERS
+from .cohort import CLASS_NAMES, PLANNERS, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
 from .evaluation import predict_and_score
 from .runner import FULL, Runner
 
@@ -47,9 +46,7 @@ def main(argv=None) -> None:
         parser.error(f"the benchmark's MAE encoder is trained on {PLANS}; use --no_mae with --plans {args.plans}")
     runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
     runner.setup()
-    if args.plans != PLANS:  # same preprocessed data as the MAPSeg CPU plans (planned by setup)
-        runner.sh(f"plan_{args.plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[args.plans],
-                                         "--no_pp", "-npfp", "1", "--no_pbar"])
+    runner.plan(args.plans)
     mae = None if args.no_mae else runner.mae()
     suffix = "" if args.plans == PLANS else f"_{args.plans}"
     settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,

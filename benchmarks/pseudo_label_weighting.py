@@ -26,7 +26,7 @@ import sys
 import torch
 
 from . import contrast_randomization as cr
-from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
+from .cohort import CLASS_NAMES, PLANNERS, SHIFTS, SOURCE, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 
@@ -46,7 +46,7 @@ def main(argv=None) -> None:
     parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch (as trained there)")
     parser.add_argument("--adapt_epochs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--plans", default="MAPSegResEncPlansCPU", choices=sorted(cr.PLANNERS))
+    parser.add_argument("--plans", default="MAPSegResEncPlansCPU", choices=sorted(PLANNERS))
     parser.add_argument("--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
     parser.add_argument("--out", default=HERE)

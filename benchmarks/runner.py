@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .cohort import ORACLES, PLANS, SOURCE, STOCK_PLANS, TARGETS
+from .cohort import ORACLES, PLANNERS, PLANS, SOURCE, STOCK_PLANS, TARGETS
 
 
 @dataclass
@@ -149,6 +149,19 @@ class Runner:
         self.sh("plan_stock", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), *map(str, ORACLES), "-pl",
                                "nnUNetPlannerCPU", "-np", "1", "-npfp", "1", "--no_pbar"])
         open(marker, "w").write("ok\n")
+
+    def plan(self, plans: str) -> str:
+        """The source planned and preprocessed with the MAPSeg CPU ``plans`` and the targets registered to them (once;
+        ``setup`` does ``MAPSegPlansCPU``); returns ``plans``."""
+        marker = os.path.join(self.work, f".plans_{plans}_done")
+        if plans == PLANS or os.path.isfile(marker):
+            return plans
+        self.sh(f"plan_{plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[plans], "-np", "1",
+                                  "-npfp", "1", "--no_pbar"])
+        self.sh(f"register_{plans}", ["mapseg_register_targets", "-s", str(SOURCE), "-t", *map(str, TARGETS), "-p",
+                                      plans, "--no_pbar"])
+        open(marker, "w").write("ok\n")
+        return plans
 
     def mae(self) -> str:
         b = self.budget

@@ -1,7 +1,8 @@
 """Experiment planners writing MAPSeg plans: a single ``3d_fullres`` configuration with the preset's fixed
-patch size and the MAPSeg network, raw intensities kept by preprocessing (``NoNormalization``) and MAPSeg's
-per-scan percentile normalisation recorded in the plans (applied to whole cases by the trainers and the
-predictor). Spacing and resampling are nnU-Net's (median source spacing), so that every registered target
+patch size and a network of the GLC seam. The paper's network (``MAPSegPlanner``) keeps raw intensities in
+preprocessing (``NoNormalization``) and records MAPSeg's per-scan percentile normalisation in the plans (applied
+to whole cases by the trainers and the predictor); the ResEnc U-Net (``MAPSegResEncPlanner``) uses nnU-Net's
+normalisation. Spacing and resampling are nnU-Net's (median source spacing), so that every registered target
 cohort is brought to the source's physical voxel size.
 
 Run through ``mapseg_plan_and_preprocess -d ID -pl MAPSegPlanner`` (nnU-Net looks up planners only inside its
@@ -167,28 +168,36 @@ class nnUNetPlannerCPU(PresetPlanner):
 
 
 class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
-    """MAPSeg plans on nnU-Net's residual-encoder U-Net (``MAPSegResEncPlans``): everything as
-    :class:`MAPSegPlanner` (spacing, patch and batch of the preset, MAPSeg's intensity convention, so the
-    preprocessed data are those of the preset's MAPSeg plans and are shared with them), but the network is the
-    ``ResidualEncoderUNet`` that nnU-Net's ResEnc planner derives for the preset's patch, wrapped in the GLC U-Net
-    with the fusion at output stride ``FUSION_STRIDE`` (4, MAPSegNet's latent stride; the U-Net keeps the two
-    finer skips of the local patch)."""
+    """MAPSeg plans on nnU-Net's residual-encoder U-Net (``MAPSegResEncPlans``): spacing, resampling, patch and batch
+    as :class:`MAPSegPlanner`; the network is the ``ResidualEncoderUNet`` that nnU-Net's ResEnc planner derives for
+    the preset's patch, wrapped in the GLC U-Net with the fusion at output stride ``FUSION_STRIDE`` (4, MAPSegNet's
+    latent stride; the U-Net keeps the two finer skips of the local patch). Intensities follow nnU-Net (z-score for
+    MRI, its CT scheme for CT, done by preprocessing into the plans' own data ``MAPSegResEncPlans_3d_fullres``) and
+    the MAPSeg intensity step is off: on the demo cohort the same U-Net fits the source better on z-scored data
+    than on MAPSeg's percentile scaling and transfers better to the other site and age
+    (``benchmarks/backbone_budget.md``). MAE pretraining then masks to 0, the foreground mean, as nnssl does."""
     default_plans_name = "MAPSegResEncPlans"
 
     def generate_data_identifier(self, configuration_name: str) -> str:
-        return self.preset.plans_name + "_" + configuration_name  # same preprocessing as the MAPSeg plans
+        # nnU-Net's ResEnc planners reuse nnUNetPlans' data; these plans own theirs (a user's nnUNetPlans may differ)
+        return ExperimentPlanner.generate_data_identifier(self, configuration_name)
 
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier, approximate_n_voxels_dataset,
                                     _cache):
-        plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
-                                                   approximate_n_voxels_dataset, _cache)
-        if len(spacing) != 3:
-            return plan  # nnU-Net also plans a 2d configuration; save_plans keeps only 3d_fullres
+        if len(spacing) != 3:  # nnU-Net also plans a 2d configuration; save_plans keeps only 3d_fullres
+            return MAPSegPlanner.get_plans_for_configuration(self, spacing, median_shape, data_identifier,
+                                                             approximate_n_voxels_dataset, _cache)
         patch = np.array(self.preset.patch_size)[-len(spacing):]
-        unet = ResEncUNetPlanner.get_plans_for_configuration(self, spacing, np.minimum(median_shape, patch),
+        plan = ResEncUNetPlanner.get_plans_for_configuration(self, spacing, np.minimum(median_shape, patch),
                                                              data_identifier, approximate_n_voxels_dataset, _cache)
-        plan["architecture"] = glc_unet_architecture(unet["architecture"], FUSION_STRIDE)
+        plan.update({"patch_size": patch.tolist(), "batch_size": self.preset.batch_size,
+                     "median_image_size_in_voxels": median_shape,
+                     "architecture": glc_unet_architecture(plan["architecture"], FUSION_STRIDE),
+                     "mapseg": mapseg_block(self.preset, None)})  # None: nnU-Net's normalisation, no MAPSeg step
         return plan
+
+    def intensity_findings(self) -> None:
+        return None  # MAPSeg's intensity rules are not used: nnU-Net normalises
 
 
 class MAPSegResEncPlannerCPU(MAPSegResEncPlanner):

@@ -14,7 +14,7 @@ from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
 SERVER = "nnUNetTrainerMAPSegFed_smoke"
 PLANS = "MAPSegPlansCPU"
-UNET_PLANS = "MAPSegResEncPlansCPU"  # shares the data and registered targets of PLANS
+UNET_PLANS = "MAPSegResEncPlansCPU"  # nnU-Net's z-scored data: preprocessed and registered on its own
 CASES = {"932": 3, "933": 5}
 
 
@@ -30,9 +30,9 @@ def fed_cohort(tmp_path_factory):
     run(["mapseg_plan_and_preprocess", "-d", "931", "-pl", "MAPSegPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)
     run(["mapseg_register_targets", "-s", "931", "-t", *CASES, "-p", PLANS, "--no_pbar"], env, cwd=root)
-    # the GLC ResEnc U-Net's plans share the MAPSeg plans' data and registered targets: planning only
-    run(["mapseg_plan_and_preprocess", "-d", "931", "-pl", "MAPSegResEncPlannerCPU", "--no_pp", "-npfp", "1",
+    run(["mapseg_plan_and_preprocess", "-d", "931", "-pl", "MAPSegResEncPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)
+    run(["mapseg_register_targets", "-s", "931", "-t", *CASES, "-p", UNET_PLANS, "--no_pbar"], env, cwd=root)
     return root, env
 
 
@@ -138,10 +138,15 @@ def test_clients_need_targets_registered_with_the_plans_or_their_data(fed_cohort
     from mapseg_nnunet.data.input_checks import DatasetError
     from mapseg_nnunet.data.synthetic import write_synthetic_dataset
     from mapseg_nnunet.data.target_registry import plans_for_registered_target
-    # 932 was registered with MAPSegPlansCPU; the U-Net plans share its data: the client's plans copy is written
-    path = plans_for_registered_target("931", "932", UNET_PLANS)
+    # a plans variant made on the source only shares the data 932 was registered with: the client's copy is written
+    variant = UNET_PLANS + "_sourceOnlyVariant"
+    run(["mapseg_plans_variant", "-d", "931", "-p", UNET_PLANS, "-o", variant, "--set", "num_epochs=1"], env, cwd=root)
+    target_copy = os.path.join(env["nnUNet_preprocessed"], "Dataset932_FedSite932", variant + ".json")
+    assert not os.path.exists(target_copy)
+    path = plans_for_registered_target("931", "932", variant)
     plans = json.load(open(path))
-    assert plans["dataset_name"] == "Dataset932_FedSite932" and plans["plans_name"] == UNET_PLANS
+    assert path == target_copy and plans["dataset_name"] == "Dataset932_FedSite932" and plans["plans_name"] == variant
+    assert plans["configurations"]["3d_fullres"]["data_identifier"] == UNET_PLANS + "_3d_fullres"
     # a dataset nobody registered is refused with the command that registers it
     write_synthetic_dataset(env["nnUNet_raw"], 934, name="FedSiteUnregistered", labeled=False, seed=934,
                             num_cases=2)

@@ -1,5 +1,5 @@
-"""The MAPSeg recipe on nnU-Net's residual-encoder U-Net through the stock commands: planning with
-MAPSegResEncPlannerCPU (sharing the MAPSeg plans' preprocessed data and registered targets), MAE, UDA from the MAE
+"""The MAPSeg recipe on nnU-Net's residual-encoder U-Net through the stock commands: planning and preprocessing
+with MAPSegResEncPlannerCPU (nnU-Net's z-score), target registration, MAE on the z-scored data, UDA from the MAE
 weights with stock -pretrained_weights, GLC prediction with nnUNetv2_predict, and test-time UDA (stage 2 on an
 unlabeled target) from that U-Net. Fed-MAPSeg on the U-Net is in test_federated.py."""
 import glob
@@ -18,8 +18,7 @@ PLANS = "MAPSegResEncPlansCPU"
 
 def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     root, env = source_with_target
-    # the data are those of MAPSegPlansCPU (same spacing and intensity convention): planning only
-    run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "MAPSegResEncPlannerCPU", "--no_pp", "-npfp", "1",
+    run(["mapseg_plan_and_preprocess", "-d", "901", "-pl", "MAPSegResEncPlannerCPU", "-np", "1", "-npfp", "1",
          "--no_pbar"], env, cwd=root)
     plans = json.load(open(os.path.join(env["nnUNet_preprocessed"], RESULTS, PLANS + ".json")))
     config = plans["configurations"]["3d_fullres"]
@@ -28,8 +27,16 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
     kwargs = config["architecture"]["arch_kwargs"]
     assert kwargs["unet_class_name"].endswith("ResidualEncoderUNet") and kwargs["fusion_stage"] == 2
     assert kwargs["features_per_stage"] == [16, 32, 64, 128]  # the CPU preset's half width
-    assert config["patch_size"] == [32, 32, 32] and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
-    assert config["normalization_schemes"] == ["NoNormalization"] and config["mapseg"]["intensity"] is not None
+    # nnU-Net's normalisation into the plans' own data; the MAPSeg intensity step is off
+    assert config["patch_size"] == [32, 32, 32] and config["data_identifier"] == PLANS + "_3d_fullres"
+    assert config["normalization_schemes"] == ["ZScoreNormalization"] and config["mapseg"]["intensity"] is None
+    from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
+    data = nnUNetDatasetBlosc2(os.path.join(env["nnUNet_preprocessed"], RESULTS, PLANS + "_3d_fullres"))
+    image, seg, _, _ = data.load_case(data.identifiers[0])
+    inside = np.asarray(seg[0]) >= 0 if config["use_mask_for_norm"][0] else np.ones(seg.shape[1:], bool)
+    values = np.asarray(image[0])[inside]
+    assert abs(values.mean()) < 0.05 and abs(values.std() - 1) < 0.05  # z-scored
+    run(["mapseg_register_targets", "-s", "901", "-t", "913", "-p", PLANS, "--no_pbar"], env, cwd=root)
 
     # short budgets through plans variants (the stock way): MAE 2 iterations; UDA 2 warm-up + 2 adapting
     mae_plans, uda_plans = PLANS + "_maeShort", PLANS + "_udaShort"
@@ -50,7 +57,7 @@ def test_resenc_plans_mae_uda_predict(source_with_target, tmp_path):
          "-pretrained_weights", mae], env, cwd=root)
     fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__{variant}__3d_fullres", "fold_0")
     log = open(glob.glob(os.path.join(fold, "training_log_*.txt"))[0]).read()
-    assert "UDA targets (sampled uniformly): " in log and "Dataset913_TargetC (" in log  # the shared data's target
+    assert "UDA targets (sampled uniformly): " in log and "Dataset913_TargetC (" in log
     assert "warm-up done, EMA teacher initialised" in log
     ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert ckpt["mapseg"]["teacher_steps"] == 2 and "fusion.weight" in ckpt["network_weights"]

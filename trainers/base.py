@@ -34,8 +34,8 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
                 f"Plans {self.plans_manager.plans_name} are not MAPSeg plans: MAPSeg runs on their U-Net (inside the "
                 f"GLC U-Net), patch {self.configuration_manager.patch_size}, batch "
                 f"{self.configuration_manager.batch_size} and nnU-Net's normalisation, without deep supervision. "
-                f"The adapted plans are saved with the model. For MAPSeg's intensity convention (needed by MAE "
-                f"pretraining) plan with mapseg_plan_and_preprocess -pl MAPSegResEncPlanner or MAPSegPlanner.")
+                f"The adapted plans are saved with the model. For the MAPSeg presets' patch and network, plan with "
+                f"mapseg_plan_and_preprocess -pl MAPSegResEncPlanner or MAPSegPlanner.")
 
     def set_defaults(self) -> None:
         super().set_defaults()

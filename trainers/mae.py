@@ -2,7 +2,8 @@
 
 Every image of the source dataset and of its registered targets and pools (domain-balanced; labels ignored)
 yields a local patch and the whole case resized to the patch; 70 % of 8^3 (local) and 4^3 (global) cubes are
-zeroed (``masking.*`` settings, as in UDA); one encoder-decoder reconstructs both; loss = MSE on masked voxels,
+zeroed (``masking.*`` settings, as in UDA: the background value of MAPSeg's [0, 1] convention, the foreground mean
+of nnU-Net's z-scored data, as nnssl masks); one encoder-decoder reconstructs both; loss = MSE on masked voxels,
 local + global. Validation measures the reconstruction skill against the mean-intensity baseline, which nnU-Net's
 progress plot shows in its pseudo-Dice curve and whose EMA selects ``checkpoint_best.pth``. The checkpoint's
 encoder initialises the UDA / TTA trainers through stock ``-pretrained_weights`` (the MAE decoder is dropped)."""
@@ -28,10 +29,13 @@ from mapseg_nnunet.training.schedules import ConstantThenCosineLR
 class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
     def set_defaults(self) -> None:
         super().set_defaults()
-        if self.intensity_settings is None:
-            raise RuntimeError("MAE pretraining reconstructs intensities in [0, 1] and needs MAPSeg plans: run "
-                               "mapseg_plan_and_preprocess -pl MAPSegPlanner (or MAPSegPlannerCPU) and train with "
-                               "-p MAPSegPlans (or MAPSegPlansCPU).")
+        if self.intensity_settings is None and \
+                self.configuration_manager.network_arch_class_name != GLC_UNET_CLASS_NAME:
+            raise RuntimeError(
+                f"Plans {self.plans_manager.plans_name}: the paper network's MAE decoder reconstructs intensities "
+                f"in [0, 1] (sigmoid) and needs MAPSeg's intensity convention: plan with mapseg_plan_and_preprocess "
+                f"-pl MAPSegPlanner (or MAPSegPlannerCPU). U-Net plans (MAPSegResEncPlanner, stock nnU-Net plans) "
+                f"pretrain on nnU-Net's normalised data.")
         # paper Suppl. Tab. 2: 300 epochs x 500 iterations at batch 4 = 150k iterations
         self.mae_batch_size = 4
         self.num_iterations_per_epoch = 250
