@@ -164,7 +164,9 @@ def main(argv=None) -> None:
 
 
 def write_markdown(out: str, r: dict) -> None:
-    lines = ["# Both backbones at the same iteration budget (source-only, no MAE, no intensity augmentation)", "",
+    lines = ["# Both backbones at the same iteration budget (source-only, no MAE; intensity augmentation only where "
+             "named)",
+             "",
              f"Command: `{r['command']}`: `nnUNetTrainerMAPSegUDA_noMPL`, {r['iterations']} iterations, seed "
              f"{r['seed']}. Seconds per iteration: epoch wall time / training iterations (validation steps "
              "included), from each training's own log (trainings are reused across runs; each ran alone on the "

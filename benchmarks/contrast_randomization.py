@@ -24,6 +24,8 @@ import copy
 import os
 import sys
 
+from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+
 from .cohort import CLASS_NAMES, PLANNERS, SHIFTS, SOURCE, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
@@ -32,8 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 CONFIGURATIONS = {
     "paper": {},
     "nnunet": {"source_intensity.nnunet": True},
-    "nnunet+gin+remap": {"source_intensity.nnunet": True, "source_intensity.gin_probability": 0.5,
-                         "source_intensity.remap_probability": 0.5},
+    "nnunet+gin+remap": CONTRAST_RANDOMIZATION,  # the trainers' _contrastRandomized variants
 }
 
 

@@ -236,6 +236,11 @@ SMOKE = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per
 # CPU demo on the CPU presets: learning rate 1e-3 (the paper's 1e-4 assumes 10k iterations from a long MAE)
 DEMO = {"num_epochs": 8, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
         "warmup_iterations": 120, "initial_lr": 1e-3}
+# Contrast randomization of the source views (beyond the paper): nnU-Net's intensity transforms, then GIN-style
+# random convolution and random (possibly inverting) intensity remapping, each with probability 0.5, so that the
+# teacher is robust to contrast before its pseudo-labels are trusted (benchmarks/contrast_randomization.md)
+CONTRAST_RANDOMIZATION = {"source_intensity.nnunet": True, "source_intensity.gin_probability": 0.5,
+                          "source_intensity.remap_probability": 0.5}
 
 
 class nnUNetTrainerMAPSegUDA_noGLC(nnUNetTrainerMAPSegUDA):
@@ -262,4 +267,22 @@ class nnUNetTrainerMAPSegUDA_demo(nnUNetTrainerMAPSegUDA):
 
 
 class nnUNetTrainerMAPSegUDA_noMPL_demo(nnUNetTrainerMAPSegUDA_noMPL):
+    trainer_settings = DEMO
+
+
+class nnUNetTrainerMAPSegUDA_contrastRandomized(nnUNetTrainerMAPSegUDA):
+    """MAPSeg UDA with contrast randomization of the source views (warm-up and adaptation)."""
+    trainer_settings = CONTRAST_RANDOMIZATION
+
+
+class nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL(nnUNetTrainerMAPSegUDA_contrastRandomized):
+    """Its source-only baseline: the source terms with contrast randomization, no target terms."""
+    trainer_settings = {"loss_weights.use_mpl": False}
+
+
+class nnUNetTrainerMAPSegUDA_contrastRandomized_demo(nnUNetTrainerMAPSegUDA_contrastRandomized):
+    trainer_settings = DEMO
+
+
+class nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL_demo(nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL):
     trainer_settings = DEMO
