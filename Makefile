@@ -11,7 +11,7 @@ WORK        ?= $(CURDIR)/work_dirs
 NNUNET_ENV  := nnUNet_raw=$(WORK)/nnUNet_raw nnUNet_preprocessed=$(WORK)/nnUNet_preprocessed \
                nnUNet_results=$(WORK)/nnUNet_results nnUNet_compile=f nnUNet_def_n_proc=1
 
-.PHONY: install test demo demo-federated benchmarks benchmarks-quick learning-curve contrast-randomization clean
+.PHONY: install test demo demo-federated benchmarks benchmarks-ablations benchmarks-quick learning-curve contrast-randomization clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ demo-federated: install
 
 benchmarks: install
 	$(BIN)/python -m benchmarks.run
+
+benchmarks-ablations: install
+	$(BIN)/python -m benchmarks.run --ablations all
 
 benchmarks-quick: install
 	$(BIN)/python -m benchmarks.run --quick

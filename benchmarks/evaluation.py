@@ -98,43 +98,49 @@ def source_validation_folder(runner) -> tuple:
     return images, labels
 
 
+# methods evaluated on every target's test labels, and those evaluated on their own target only ('<method>/<target>')
+TARGET_METHODS = ("floor", "source_only", "source_only_cr", "uda_cr")
+PER_TARGET_METHODS = ("oracle", "tta_cr")
+# models also scored on the source's validation cases (Table 3: what adaptation costs the source)
+SOURCE_METHODS = ("source_only", "source_only_cr", "uda_cr")
+
+
 def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], ablations: Dict[str, str]) -> dict:
-    """{'quality': {seed: {method: {target: scores}}}, 'source': {...}, 'ablations': ..., 'selection': ...}."""
+    """{'quality': {seed: {method: {target: scores}}}, 'source': {seed: {method: scores}}, 'ablations':
+    {name: {target: scores}}, 'selection': [per-epoch records of the first seed's UDA run] or None}."""
     predictions = os.path.join(runner.work, "predictions")
     targets = {t: (os.path.join(runner.folder(t), "imagesTs"), os.path.join(runner.folder(t), "labelsTs"))
                for t in TARGETS}
 
     def on_targets(model_folder: str, name: str, only: Optional[List[int]] = None,
                    checkpoint: str = "checkpoint_final.pth") -> dict:
-        return {t: predict_and_score(model_folder, *targets[t], os.path.join(predictions, name, str(t)), checkpoint)
-                for t in (only or TARGETS)}
+        return {str(t): predict_and_score(model_folder, *targets[t], os.path.join(predictions, name, str(t)),
+                                          checkpoint) for t in (only or TARGETS)}
 
     src_images, src_labels = source_validation_folder(runner)
     results = {"quality": {}, "source": {}, "ablations": {}, "selection": None}
     for seed, models in seeds.items():
         runner.say(f"evaluating seed {seed}")
-        row = {}
-        for method in ("floor", "source_only", "uda"):
-            if method in models:
-                row[method] = on_targets(models[method], f"s{seed}/{method}")
-        if f"oracle/{TARGETS[0]}" in models:
-            row["oracle"] = {t: on_targets(models[f"oracle/{t}"], f"s{seed}/oracle", [t])[t] for t in TARGETS}
-        row["tta"] = {t: on_targets(models[f"tta/{t}"], f"s{seed}/tta", [t])[t] for t in TARGETS}
+        row = {method: on_targets(models[method], f"s{seed}/{method}") for method in TARGET_METHODS
+               if method in models}
+        for method in PER_TARGET_METHODS:
+            if f"{method}/{TARGETS[0]}" in models:
+                row[method] = {str(t): on_targets(models[f"{method}/{t}"], f"s{seed}/{method}", [t])[str(t)]
+                               for t in TARGETS}
         results["quality"][seed] = row
-        source = {"source_only": predict_and_score(models["source_only"], src_images, src_labels,
-                                                   os.path.join(predictions, f"s{seed}/source_val/source_only"))}
+        source = {method: predict_and_score(models[method], src_images, src_labels,
+                                            os.path.join(predictions, f"s{seed}/source_val/{method}"))
+                  for method in SOURCE_METHODS if method in models}
         for t in TARGETS:
-            source[f"tta/{t}"] = predict_and_score(models[f"tta/{t}"], src_images, src_labels,
-                                                   os.path.join(predictions, f"s{seed}/source_val/tta_{t}"))
+            source[f"tta_cr/{t}"] = predict_and_score(models[f"tta_cr/{t}"], src_images, src_labels,
+                                                      os.path.join(predictions, f"s{seed}/source_val/tta_cr_{t}"))
         results["source"][seed] = source
-    if fed:
-        first = min(seeds)
-        results["quality"][first]["fed"] = on_targets(fed, f"s{first}/fed")
-    ablation_targets = [TARGETS[0]]  # paper Table 5 / Fig. 3: cross-sequence
-    for name, folder in ablations.items():
-        results["ablations"][name] = on_targets(folder, f"ablation/{name.replace(' ', '_')}", ablation_targets)
     first = min(seeds)
-    uda = seeds[first]["uda"]
+    if fed:
+        results["quality"][first]["fed_cr"] = on_targets(fed, f"s{first}/fed_cr")
+    for name, folder in ablations.items():
+        results["ablations"][name] = on_targets(folder, f"ablation/{name.replace(' ', '_')}")
+    uda = seeds[first]["uda_cr"]
     epochs = sorted(f for f in os.listdir(os.path.join(uda, "fold_0")) if f.startswith("checkpoint_epoch_"))
     if epochs:
         runner.say(f"selection check: target Dice of the {len(epochs)} epoch checkpoints of seed {first}'s UDA run")
@@ -143,11 +149,11 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
         per_epoch = []
         for checkpoint in epochs:
             epoch = int(checkpoint.split("_")[-1].split(".")[0])
-            dice = on_targets(uda, f"s{first}/uda_epochs/{epoch}", ablation_targets, checkpoint=checkpoint)
+            dice = on_targets(uda, f"s{first}/uda_epochs/{epoch}", checkpoint=checkpoint)
             record = next(r for r in history if r["epoch"] == epoch)
             per_epoch.append({"epoch": epoch, "score": record["score"], "adapted": record.get("adapted", True),
                               "source_dice": record["source_dice"],
-                              "mpl": record["mpl"], "target_dice": {str(t): dice[t]["mean"] for t in dice}})
+                              "mpl": record["mpl"], "target_dice": {t: dice[t]["mean"] for t in dice}})
         results["selection"] = per_epoch
     return results
 

@@ -1,23 +1,30 @@
-"""Does adaptation happen, and what does it cost? Regenerates ``benchmarks/RESULTS.md`` and its plots.
+"""Does adaptation happen, and what does it cost? Regenerates ``benchmarks/RESULTS.md``, ``results.json`` (with its
+``summary``) and the plots.
 
-    python -m benchmarks.run            # full: 3 seeds, ablations, selection check, speed (<= 90 min)
-    python -m benchmarks.run --quick    # 1 seed, tiny budgets: checks the whole pipeline in minutes
-    (make benchmarks / make benchmarks-quick do the set-up first)
+    python -m benchmarks.run                      # full: 3 seeds, the U-Net path, selection check, speed (<= 90 min)
+    python -m benchmarks.run --ablations all      # then: the ablations too (same work folder, finished runs reused)
+    python -m benchmarks.run --quick              # 1 seed, tiny budgets: checks the whole pipeline in minutes
+    (make benchmarks / make benchmarks-ablations / make benchmarks-quick do the set-up first)
 
-Everything runs through the stock nnU-Net commands (plan, train, predict) on the demo cohort in
-``--work`` (default ``work_dirs/benchmarks``), on the CPU preset. Budgets, seeds and ablation switches are
-plans variants (``mapseg_plans_variant``), so each model folder records what it was trained with. A finished
-training is not repeated when the command is run again (delete ``--work`` to start over).
+Everything runs through the stock nnU-Net commands (plan, train, predict) on the demo cohort in ``--work``
+(default ``work_dirs/benchmarks``), on the CPU U-Net preset ``MAPSegResEncPlansCPU`` (``--plans MAPSegPlansCPU``:
+the paper's network, which needs far longer budgets; ``benchmarks/learning_curve.md``). Budgets, seeds and
+ablation switches are plans variants (``mapseg_plans_variant``), so each model folder records what it was trained
+with. A finished training or prediction is not repeated when the command is run again (delete ``--work`` to start
+over).
 
-Methods (rows of the quality table, each on the three targets' held-out test labels):
+Rows of the quality table (summary keys with the backbone, e.g. ``uda_unet_cr``), each on the three targets'
+held-out test labels:
 
-* ``floor``: stock ``nnUNetTrainer`` (U-Net) on stock nnU-Net plans at the CPU preset's patch and batch
-  (``nnUNetPlannerCPU``), source labels only, same iteration budget;
-* ``source_only``: the MAPSeg network, source terms only (``nnUNetTrainerMAPSegUDA_noMPL``) from the MAE encoder;
-* ``uda``: centralized MAPSeg (``nnUNetTrainerMAPSegUDA``) from the MAE encoder, the three targets together;
-* ``tta``: test-time UDA (``nnUNetTrainerMAPSegTTA``) per target from ``source_only`` (source Dice too);
-* ``fed``: Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder (first seed only);
-* ``oracle``: stock ``nnUNetTrainer`` trained on each target's own training images *with* labels.
+* ``floor``: stock ``nnUNetTrainer`` on stock nnU-Net plans at the CPU preset's patch and batch (``nnUNetPlannerCPU``),
+  source labels only, the source-side budget; first seed;
+* ``source_only``: MAPSeg's source terms only (``nnUNetTrainerMAPSegUDA_noMPL``) from the MAE encoder; first seed;
+* ``source_only_cr``: the same with contrast randomization of the source views (the UDA teacher); every seed;
+* ``uda_cr``: centralized MAPSeg (hard masked pseudo-labels, EMA teacher, GLC, contrast-randomized source views)
+  continuing ``source_only_cr`` for ``adapt_epochs`` on the three targets together; every seed;
+* ``tta_cr``: test-time UDA per target from ``source_only_cr`` (source Dice before / after too); every seed;
+* ``fed_cr``: Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder; first seed;
+* ``oracle``: stock ``nnUNetTrainer`` trained on each target's own training images *with* labels; first seed.
 """
 from __future__ import annotations
 
@@ -30,7 +37,8 @@ import time
 
 from .evaluation import evaluate_all
 from .report import write_report
-from .runner import FULL, QUICK, Runner
+from .cohort import PLANNERS, UNET_PLANS
+from .runner import ABLATIONS, FULL, QUICK, Runner
 from .speed import measure_all
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -47,16 +55,22 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="run only these seeds (a partial run; the report says which ran)")
     parser.add_argument("--ablations", nargs="*", default=None,
-                        help="run only these ablations, by name (e.g. 'no GLC'); none: skip them")
+                        help="run these ablations by name, or 'all' (default: the budget's; none for the full run): "
+                             + "; ".join(ABLATIONS))
+    parser.add_argument("--plans", default=None, choices=sorted(PLANNERS),
+                        help=f"the MAPSeg plans of the table (default {UNET_PLANS})")
     args = parser.parse_args(argv)
     budget = copy.deepcopy(QUICK if args.quick else FULL)
     if args.seeds is not None:
         budget.seeds = args.seeds
+    if args.plans is not None:
+        budget.plans = args.plans
     if args.ablations is not None:
-        unknown = set(args.ablations) - set(budget.ablations)
+        names = list(ABLATIONS) if args.ablations == ["all"] else args.ablations
+        unknown = set(names) - set(ABLATIONS)
         if unknown:
-            parser.error(f"unknown ablations {sorted(unknown)}; choose from {sorted(budget.ablations)}")
-        budget.ablations = {k: v for k, v in budget.ablations.items() if k in args.ablations}
+            parser.error(f"unknown ablations {sorted(unknown)}; choose from {sorted(ABLATIONS)} or 'all'")
+        budget.ablations = names
     work = os.path.abspath(args.work or os.path.join(REPO, "work_dirs", "benchmarks_quick" if args.quick
                                                      else "benchmarks"))
     out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else HERE))
@@ -64,10 +78,11 @@ def main(argv=None) -> None:
     runner = Runner(work, budget, args.quick)
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     runner.setup()
+    runner.plan(budget.plans)
     mae = runner.mae()
     seeds = {seed: runner.seed_runs(seed, mae) for seed in budget.seeds}
     fed = runner.federated(budget.seeds[0], mae)
-    ablations = runner.ablations(mae)
+    ablations = runner.ablations(mae, seeds[budget.seeds[0]], budget.ablations)
     runner.say("prediction and evaluation of every model on the targets' test labels")
     start = time.time()
     results = evaluate_all(runner, seeds, fed, ablations)

@@ -10,38 +10,53 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from .cohort import ORACLES, PLANNERS, PLANS, SOURCE, STOCK_PLANS, TARGETS
+from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+
+from .cohort import ORACLES, PLANNERS, PLANS, SOURCE, STOCK_PLANS, TARGETS, UNET_PLANS
 
 
 @dataclass
 class Budget:
     """Iterations of every run; one epoch = ``iterations`` steps + ``val`` validation steps."""
     seeds: List[int]
-    epochs: int                # source-side runs: floor, source-only, UDA, oracle
+    epochs: int                # source-side runs: floor, oracle, source-only (the UDA teacher's warm-up)
     iterations: int
-    warmup_epochs: int         # UDA: source-only warm-up before the target terms
+    adapt_epochs: int          # UDA: epochs with the target terms after the source-only run it continues
     tta_epochs: int            # test-time UDA stage 2
     mae_epochs: int
     fed_rounds: int
     fed_iterations: int        # server (T_s) and client (T_t) steps per round
+    plans: str = UNET_PLANS    # the MAPSeg plans of the table (their backbone names the rows)
     val: int = 4
     lr: float = 1e-3
-    ablations: Dict[str, Dict] = field(default_factory=dict)
+    ablations: List[str] = field(default_factory=list)  # names in ABLATIONS run by default
     selection: bool = True
     speed_repeats: int = 5
-    reference_seeds: Optional[List[int]] = None  # seeds of floor and oracle (default: all seeds)
+    reference_seeds: Optional[List[int]] = None  # seeds of floor, oracle and plain source-only (default: all seeds)
 
 
-# 90 minutes on 2 cores: 120 iterations per source-side run, floor and oracle on the first seed only
-FULL = Budget(seeds=[0, 1, 2], epochs=4, iterations=30, warmup_epochs=1, tta_epochs=2, mae_epochs=4,
-              fed_rounds=3, fed_iterations=15, reference_seeds=[0],
-              ablations={"no MAE init": {"pretrained": False}, "no GLC": {"trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
-                         "mask ratio 0.5": {"settings": {"masking.ratio": 0.5}},
-                         "cube 4": {"settings": {"masking.local_cube": 4}}})
-QUICK = Budget(seeds=[0], epochs=2, iterations=4, warmup_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
-               fed_iterations=2, val=1,
-               ablations={"no GLC": {"trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
-                          "mask ratio 0.5": {"settings": {"masking.ratio": 0.5}}},
+# Ablations on the first seed, each against the full method (contrast-randomized teacher, hard masked
+# pseudo-labels, MAE init, GLC, mask 0.7, cube 8): what continues from which source-only model, and with what.
+# 'teacher': the source-only model the adaptation continues ('cr': contrast-randomized, 'plain': without, 'cr_scratch':
+# contrast-randomized without MAE init); 'trainer': the adapting trainer; 'settings': trainer settings on top.
+ABLATIONS = {
+    "no MPL (source-only continued)": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noMPL"},
+    "no contrast randomization": {"teacher": "plain", "settings": {}, "contrast_randomization": False},
+    "no MAE init": {"teacher": "cr_scratch"},
+    "no GLC while adapting": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
+    "confidence-weighted pseudo-labels": {"teacher": "cr", "settings": {"pseudo_labeling.weighting": "confidence"}},
+    "mask ratio 0.5": {"teacher": "cr", "settings": {"masking.ratio": 0.5}},
+    "cube 4": {"teacher": "cr", "settings": {"masking.local_cube": 4}},
+}
+
+# 90 minutes on 2 cores for the main table (3 seeds, the U-Net path): 240 source iterations (the U-Net's pseudo Dice
+# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting; floor, oracle and the plain source-only
+# model on the first seed. The ablations are a second invocation in the same work folder (make
+# benchmarks-ablations), which reuses every finished training and prediction.
+FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
+              fed_iterations=20, reference_seeds=[0])
+QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
+               fed_iterations=2, val=1, ablations=["no MPL (source-only continued)", "mask ratio 0.5"],
                speed_repeats=2)
 
 
@@ -163,54 +178,100 @@ class Runner:
         open(marker, "w").write("ok\n")
         return plans
 
-    def mae(self) -> str:
+    def mae(self, pretrain: bool = True) -> Optional[str]:
+        """The MAE checkpoint on the budget's plans (source + registered targets)."""
         b = self.budget
-        plans = self.variant(SOURCE, PLANS, f"{PLANS}_bench_mae", {"seed": 0, "num_epochs": b.mae_epochs,
-                                                                   "num_iterations_per_epoch": b.iterations,
-                                                                   "num_val_iterations_per_epoch": b.val})
+        plans = self.variant(SOURCE, b.plans, f"{b.plans}_bench_mae", {"seed": 0, "num_epochs": b.mae_epochs,
+                                                                       "num_iterations_per_epoch": b.iterations,
+                                                                       "num_val_iterations_per_epoch": b.val})
         folder = self.train("mae", SOURCE, "nnUNetTrainerMAPSegMAE", plans, fold="all")
         return os.path.join(folder, "fold_all", "checkpoint_final.pth")
 
+    def bench_plans(self, name: str, seed: int) -> str:
+        """The plans variant of run ``name`` (``source_only_cr``, ``uda_cr``, ...) of ``seed``."""
+        return f"{self.budget.plans}_bench_{name}_s{seed}"
+
+    def source_only(self, seed: int, mae: Optional[str], contrast_randomization: bool, tag: str = "") -> str:
+        """``_noMPL`` on the budget's plans for ``epochs``, from the MAE encoder (or nnU-Net's initialisation), with or
+        without contrast randomization of the source views; returns the model folder."""
+        b = self.budget
+        extra = CONTRAST_RANDOMIZATION if contrast_randomization else {}
+        name = f"source_only{'_cr' if contrast_randomization else ''}{tag}"
+        plans = self.variant(SOURCE, b.plans, self.bench_plans(name, seed),
+                             self.source_settings(seed, warmup_iterations=b.epochs * b.iterations, **extra))
+        return self.train(f"s{seed}_{name}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
+
+    def adapt(self, name: str, seed: int, teacher: str, trainer: str = "nnUNetTrainerMAPSegUDA",
+              contrast_randomization: bool = True, keep_epoch_checkpoints: bool = False, **settings) -> str:
+        """``trainer`` continuing the source-only model ``teacher`` (its final checkpoint, copied into the new model
+        folder; stock ``nnUNetv2_train --c``) for ``adapt_epochs`` more epochs: the UDA warm-up is that source-only
+        run, not trained again, and the EMA teacher starts as that model. Returns the model folder."""
+        import shutil
+        import torch
+        b = self.budget
+        extra = {**(CONTRAST_RANDOMIZATION if contrast_randomization else {}), **settings}
+        plans = self.variant(SOURCE, b.plans, self.bench_plans(name, seed), self.source_settings(
+            seed, num_epochs=b.epochs + b.adapt_epochs, warmup_iterations=b.epochs * b.iterations,
+            keep_epoch_checkpoints=keep_epoch_checkpoints, **extra))
+        folder = self.model_folder(SOURCE, trainer, plans)
+        final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
+        if os.path.isfile(final) and torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] > \
+                b.epochs:
+            self.say(f"s{seed}_{name}: done earlier ({folder})")
+            return folder
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        shutil.copyfile(os.path.join(teacher, "fold_0", "checkpoint_final.pth"), final)
+        self.say(f"s{seed}_{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues "
+                 f"{os.path.basename(teacher)}; log: {os.path.join(self.logs, f's{seed}_{name}.log')})")
+        self.sh(f"s{seed}_{name}", ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans,
+                                    "-device", "cpu", "--c"])
+        return folder
+
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
-        """Train floor, source-only, UDA, oracle and test-time UDA for one seed; returns {method: model folder}
-        (test-time UDA: {'tta/<target>': folder})."""
+        """Train one seed's models; returns {method: model folder} (test-time UDA and oracles: {'tta_cr/<target>':
+        folder}, {'oracle/<target>': folder}). Floor, oracle and the plain source-only model on the reference
+        seeds; the contrast-randomized source-only model, UDA continuing it, and test-time UDA from it on every
+        seed."""
         b = self.budget
         models = {}
-        references = seed in (b.reference_seeds if b.reference_seeds is not None else b.seeds)
-        if references:
+        if seed in (b.reference_seeds if b.reference_seeds is not None else b.seeds):
             stock = self.variant(SOURCE, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
             models["floor"] = self.train(f"s{seed}_floor", SOURCE, "nnUNetTrainer_settingsFromPlans", stock)
-        plans = self.variant(SOURCE, PLANS, f"{PLANS}_bench_s{seed}",
-                             self.source_settings(seed, warmup_iterations=b.warmup_epochs * b.iterations,
-                                                  keep_epoch_checkpoints=b.selection and seed == b.seeds[0]))
-        models["source_only"] = self.train(f"s{seed}_source_only", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans,
-                                           pretrained=mae)
-        models["uda"] = self.train(f"s{seed}_uda", SOURCE, "nnUNetTrainerMAPSegUDA", plans, pretrained=mae)
-        for target, oracle in zip(TARGETS, ORACLES) if references else ():
-            oplans = self.variant(oracle, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
-            models[f"oracle/{target}"] = self.train(f"s{seed}_oracle_{target}", oracle,
-                                                    "nnUNetTrainer_settingsFromPlans", oplans)
-        stage1 = os.path.join(models["source_only"])
+            for target, oracle in zip(TARGETS, ORACLES):
+                oplans = self.variant(oracle, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
+                models[f"oracle/{target}"] = self.train(f"s{seed}_oracle_{target}", oracle,
+                                                        "nnUNetTrainer_settingsFromPlans", oplans)
+            models["source_only"] = self.source_only(seed, mae, contrast_randomization=False)
+        models["source_only_cr"] = self.source_only(seed, mae, contrast_randomization=True)
+        models["uda_cr"] = self.adapt("uda_cr", seed, models["source_only_cr"],
+                                      keep_epoch_checkpoints=b.selection and seed == b.seeds[0])
         for target in TARGETS:
-            tplans = f"{plans}_tta"
-            if not os.path.isfile(os.path.join(self.model_folder(target, "nnUNetTrainerMAPSegTTA", tplans), "fold_0",
-                                               "checkpoint_final.pth")):
-                self.sh(f"s{seed}_receive_{target}", ["mapseg_receive_source_model", "-t", str(target), "-m", stage1,
-                                                      "-f", "0", "--no_pbar"])
-                self.variant(target, plans, tplans, {"seed": seed, "num_epochs": b.tta_epochs,
-                                                     "num_iterations_per_epoch": b.iterations,
-                                                     "num_val_iterations_per_epoch": b.val, "initial_lr": b.lr})
-            models[f"tta/{target}"] = self.train(f"s{seed}_tta_{target}", target, "nnUNetTrainerMAPSegTTA", tplans)
+            models[f"tta_cr/{target}"] = self.test_time(seed, target, models["source_only_cr"])
         return models
 
+    def test_time(self, seed: int, target: int, stage1: str) -> str:
+        """Stage 2 of test-time UDA at ``target`` from the source-only model ``stage1``."""
+        b = self.budget
+        tplans = self.bench_plans("tta", seed)
+        if not os.path.isfile(os.path.join(self.model_folder(target, "nnUNetTrainerMAPSegTTA", tplans), "fold_0",
+                                           "checkpoint_final.pth")):
+            self.sh(f"s{seed}_receive_{target}", ["mapseg_receive_source_model", "-t", str(target), "-m", stage1,
+                                                  "-f", "0", "--no_pbar"])
+            self.variant(target, os.path.basename(stage1).split("__")[1], tplans, {
+                "seed": seed, "num_epochs": b.tta_epochs, "num_iterations_per_epoch": b.iterations,
+                "num_val_iterations_per_epoch": b.val, "initial_lr": b.lr})
+        return self.train(f"s{seed}_tta_{target}", target, "nnUNetTrainerMAPSegTTA", tplans)
+
     def federated(self, seed: int, mae: str) -> str:
+        """Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder, contrast-randomized source
+        views on the server, ``fed_rounds`` rounds."""
         b = self.budget
         settings = {"seed": seed, "num_epochs": b.fed_rounds, "num_iterations_per_epoch": b.fed_iterations,
                     "client_iterations": b.fed_iterations, "num_val_iterations_per_epoch": b.val,
-                    "initial_lr": b.lr, "final_lr": b.lr / 100, "final_validation": False}
-        plans = f"{PLANS}_bench_fed_s{seed}"
+                    "initial_lr": b.lr, "final_lr": b.lr / 100, "final_validation": False, **CONTRAST_RANDOMIZATION}
+        plans = self.bench_plans("fed", seed)
         for dataset in (SOURCE, *TARGETS):
-            self.variant(dataset, PLANS, plans, settings)
+            self.variant(dataset, b.plans, plans, settings)
         folder = self.model_folder(SOURCE, "nnUNetTrainerMAPSegFed", plans)
         if os.path.isfile(os.path.join(folder, "fold_0", "checkpoint_final.pth")):
             self.say("fed: done earlier")
@@ -221,14 +282,17 @@ class Runner:
                                  "--workdir", os.path.join(self.work, "federation")])
         return folder
 
-    def ablations(self, mae: str) -> Dict[str, str]:
-        b, seed = self.budget, self.budget.seeds[0]
+    def ablations(self, mae: str, seed_models: Dict[str, str], names: List[str]) -> Dict[str, str]:
+        """The ``names`` of :data:`ABLATIONS` on the first seed (``seed_models``: that seed's models)."""
+        seed = self.budget.seeds[0]
+        teachers = {"cr": lambda: seed_models["source_only_cr"],
+                    "plain": lambda: seed_models.get("source_only") or self.source_only(seed, mae, False),
+                    "cr_scratch": lambda: self.source_only(seed, None, True, tag="_scratch")}
         models = {}
-        for name, spec in b.ablations.items():
-            tag = name.replace(" ", "_").replace(".", "")
-            plans = self.variant(SOURCE, PLANS, f"{PLANS}_bench_ablation_{tag}",
-                                 self.source_settings(seed, warmup_iterations=b.warmup_epochs * b.iterations,
-                                                      **spec.get("settings", {})))
-            models[name] = self.train(f"ablation_{tag}", SOURCE, spec.get("trainer", "nnUNetTrainerMAPSegUDA"), plans,
-                                      pretrained=mae if spec.get("pretrained", True) else None)
+        for name in names:
+            spec = ABLATIONS[name]
+            tag = "ablation_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+            models[name] = self.adapt(tag, seed, teachers[spec["teacher"]](),
+                                      spec.get("trainer", "nnUNetTrainerMAPSegUDA"),
+                                      spec.get("contrast_randomization", True), **spec.get("settings", {}))
         return models

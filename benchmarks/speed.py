@@ -70,13 +70,12 @@ def uda_step_ratios(runner, repeats: int, plans: str = PLANS) -> List[dict]:
          "detail": f"source + target batch {load * 1e3:.0f} ms vs step {step * 1e3:.0f} ms"}]
 
 
-def glc_inference_ratio(runner, repeats: int, model: str = None) -> dict:
+def glc_inference_ratio(runner, repeats: int, model: str) -> dict:
     """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case (``model``: a trained
-    model folder with fold 0; default: the benchmark's UDA model of the first seed)."""
+    model folder with fold 0)."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
     from mapseg_nnunet.architectures.unwrap import unwrap_network
-    model = model or runner.model_folder(SOURCE, "nnUNetTrainerMAPSegUDA", f"{PLANS}_bench_s{runner.budget.seeds[0]}")
     predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model, (0,))
@@ -132,11 +131,11 @@ print("RSS", before, status("VmHWM"))
 """
 
 
-def registration_memory(runner) -> dict:
+def registration_memory(runner, plans: str = PLANS) -> dict:
     """Peak RSS growth while registering a 10-case target cohort (the cross-site target), relative to one
     preprocessed case."""
     target = TARGETS[1]
-    out = subprocess.run([sys.executable, "-c", REGISTER_PROBE, str(SOURCE), str(target), PLANS], env=runner.env,
+    out = subprocess.run([sys.executable, "-c", REGISTER_PROBE, str(SOURCE), str(target), plans], env=runner.env,
                          capture_output=True, text=True, check=True)
     before, after = (int(v) * 1024 for v in re.search(r"RSS (\d+) (\d+)", out.stdout).groups())
     raw = os.path.join(runner.folder(target), "imagesTr")
@@ -160,8 +159,8 @@ def epoch_times(fold_folder: str) -> List[float]:
 
 def iteration_times_from_logs(runner) -> List[dict]:
     """Seconds per training iteration of the benchmark's own runs (median epoch time / iterations), from the
-    nnU-Net logs of the first seed: MAE and UDA vs stock nnUNetTrainer at the same patch size."""
-    seed, its = runner.budget.seeds[0], runner.budget.iterations
+    nnU-Net logs of the first seed: MAE, source-only and adapting UDA vs stock nnUNetTrainer at the same patch."""
+    seed, its, plans = runner.budget.seeds[0], runner.budget.iterations, runner.budget.plans
 
     def per_iteration(trainer, plans, fold="0", skip_first=True):
         times = epoch_times(os.path.join(runner.model_folder(SOURCE, trainer, plans), f"fold_{fold}"))
@@ -169,14 +168,14 @@ def iteration_times_from_logs(runner) -> List[dict]:
         return statistics.median(times) / its
     stock = per_iteration("nnUNetTrainer_settingsFromPlans", f"{STOCK_PLANS}_bench_s{seed}")
     rows = []
-    for name, trainer, plans, fold in (
+    for name, trainer, variant, fold, skip_first in (
             ("MAE iteration (batch 4) / stock nnUNetTrainer iteration (batch 2)", "nnUNetTrainerMAPSegMAE",
-             f"{PLANS}_bench_mae", "all"),
-            ("source-only MAPSeg iteration / stock nnUNetTrainer iteration", "nnUNetTrainerMAPSegUDA_noMPL",
-             f"{PLANS}_bench_s{seed}", "0"),
-            ("UDA iteration (whole run incl. warm-up) / stock nnUNetTrainer iteration", "nnUNetTrainerMAPSegUDA",
-             f"{PLANS}_bench_s{seed}", "0")):
-        t = per_iteration(trainer, plans, fold)
+             f"{plans}_bench_mae", "all", True),
+            ("source-only MAPSeg iteration (contrast-randomized) / stock nnUNetTrainer iteration",
+             "nnUNetTrainerMAPSegUDA_noMPL", runner.bench_plans("source_only_cr", seed), "0", True),
+            ("UDA iteration (adapting epochs) / stock nnUNetTrainer iteration", "nnUNetTrainerMAPSegUDA",
+             runner.bench_plans("uda_cr", seed), "0", False)):
+        t = per_iteration(trainer, variant, fold, skip_first)
         rows.append({"name": name, "ratio": t / stock,
                      "detail": f"{t:.2f} s vs {stock:.2f} s per iteration (median epoch time incl. its validation "
                                f"steps / {its})"})
@@ -184,8 +183,10 @@ def iteration_times_from_logs(runner) -> List[dict]:
 
 
 def measure_all(runner, repeats: int) -> Dict[str, list]:
-    rows = uda_step_ratios(runner, repeats)
-    rows.append(glc_inference_ratio(runner, max(1, repeats // 2)))
-    rows.append(registration_memory(runner))
+    plans = runner.budget.plans
+    rows = uda_step_ratios(runner, repeats, plans)
+    rows.append(glc_inference_ratio(runner, max(1, repeats // 2), runner.model_folder(
+        SOURCE, "nnUNetTrainerMAPSegUDA", runner.bench_plans("uda_cr", runner.budget.seeds[0]))))
+    rows.append(registration_memory(runner, plans))
     rows += iteration_times_from_logs(runner)
     return {"rows": rows}
