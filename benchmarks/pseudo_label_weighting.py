@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import shutil
 import sys
 
 import torch
@@ -68,16 +67,8 @@ def main(argv=None) -> None:
             warmup_iterations=source_iterations, **cr.CONFIGURATIONS[args.teacher], **extra)
         tag_run = {"hard": "hard", "confidence": "confidence", "source-only continued": "continued"}[name]
         plans = runner.variant(SOURCE, args.plans, f"{source_plans}_uda_{tag_run}{args.adapt_epochs}", settings)
-        folder = runner.model_folder(SOURCE, trainer, plans)
+        folder = runner.continue_training(f"plw_{plans}", trainer, plans, source_model, args.source_epochs)
         final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
-        if not os.path.isfile(final) or torch.load(final, map_location="cpu", weights_only=False)[
-                "current_epoch"] <= args.source_epochs:
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            shutil.copyfile(os.path.join(source_model, "fold_0", "checkpoint_final.pth"), final)
-            runner.say(f"{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues the "
-                       f"source-only model; log {os.path.join(runner.logs, 'plw_' + plans + '.log')})")
-            runner.sh(f"plw_{plans}", ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans,
-                                       "-device", "cpu", "--c"])
         history = torch.load(final, map_location="cpu", weights_only=False)["mapseg"]["score_history"]
         runner.say(f"{name}: predicting the source validation cases and the targets' test images")
         results[name] = {"trainer": trainer, "settings": settings, "model": folder, "score_history": history,

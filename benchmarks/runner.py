@@ -203,28 +203,34 @@ class Runner:
 
     def adapt(self, name: str, seed: int, teacher: str, trainer: str = "nnUNetTrainerMAPSegUDA",
               contrast_randomization: bool = True, keep_epoch_checkpoints: bool = False, **settings) -> str:
-        """``trainer`` continuing the source-only model ``teacher`` (its final checkpoint, copied into the new model
-        folder; stock ``nnUNetv2_train --c``) for ``adapt_epochs`` more epochs: the UDA warm-up is that source-only
-        run, not trained again, and the EMA teacher starts as that model. Returns the model folder."""
-        import shutil
-        import torch
+        """``trainer`` continuing the source-only model ``teacher`` for ``adapt_epochs`` more epochs
+        (:meth:`continue_training`); returns the model folder."""
         b = self.budget
         extra = {**(CONTRAST_RANDOMIZATION if contrast_randomization else {}), **settings}
         plans = self.variant(SOURCE, b.plans, self.bench_plans(name, seed), self.source_settings(
             seed, num_epochs=b.epochs + b.adapt_epochs, warmup_iterations=b.epochs * b.iterations,
             keep_epoch_checkpoints=keep_epoch_checkpoints, **extra))
+        return self.continue_training(f"s{seed}_{name}", trainer, plans, teacher, b.epochs)
+
+    def continue_training(self, name: str, trainer: str, plans: str, teacher: str, teacher_epochs: int) -> str:
+        """``trainer`` on the source with ``plans``, continuing the model folder ``teacher`` (trained for
+        ``teacher_epochs``): its final checkpoint is copied into the new model folder and stock ``nnUNetv2_train
+        --c`` continues it, so a UDA warm-up that equals that source-only run is not trained again and the EMA
+        teacher starts as that model. Skipped when the new model has trained past ``teacher_epochs``."""
+        import shutil
+        import torch
         folder = self.model_folder(SOURCE, trainer, plans)
         final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
         if os.path.isfile(final) and torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] > \
-                b.epochs:
-            self.say(f"s{seed}_{name}: done earlier ({folder})")
+                teacher_epochs:
+            self.say(f"{name}: done earlier ({folder})")
             return folder
         os.makedirs(os.path.dirname(final), exist_ok=True)
         shutil.copyfile(os.path.join(teacher, "fold_0", "checkpoint_final.pth"), final)
-        self.say(f"s{seed}_{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues "
-                 f"{os.path.basename(teacher)}; log: {os.path.join(self.logs, f's{seed}_{name}.log')})")
-        self.sh(f"s{seed}_{name}", ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans,
-                                    "-device", "cpu", "--c"])
+        self.say(f"{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues "
+                 f"{os.path.basename(teacher)}; log: {os.path.join(self.logs, name + '.log')})")
+        self.sh(name, ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", "cpu",
+                       "--c"])
         return folder
 
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
