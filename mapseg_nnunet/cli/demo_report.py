@@ -40,13 +40,14 @@ def load_dice(folder: str) -> Dict[str, float]:
 def report(predictions: str, models: List[str]) -> str:
     targets = sorted(d for d in os.listdir(os.path.join(predictions, models[0])) if d.startswith("Dataset"))
     columns = list(foreground_labels(os.path.join(predictions, models[0], targets[0]))) + ["mean"]
+    width = max(36, *(len(m) for m in models))
     lines = [f"Target test Dice (%), GLC prediction; models: " + ", ".join(models),
-             f"{'target test set':32s} {'model':36s} " + " ".join(f"{c:>6s}" for c in columns)]
+             f"{'target test set':32s} {'model':{width}s} " + " ".join(f"{c:>6s}" for c in columns)]
     for target in targets:
         rows = [load_dice(os.path.join(predictions, model, target)) for model in models]
         for model, dice in zip(models, rows):
-            lines.append(f"{target:32s} {model:36s} " + " ".join(f"{dice[c]:6.1f}" for c in columns))
-        lines.append(f"{'':32s} {'difference (last - first)':36s} " +
+            lines.append(f"{target:32s} {model:{width}s} " + " ".join(f"{dice[c]:6.1f}" for c in columns))
+        lines.append(f"{'':32s} {'difference (last - first)':{width}s} " +
                      " ".join(f"{rows[-1][c] - rows[0][c]:+6.1f}" for c in columns))
     return "\n".join(lines)
 
