@@ -6,8 +6,12 @@ eval "$(mapseg_nnunet env)"
 SOURCE=951
 TARGETS="952 953 954"
 MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_demo}
-TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_demo}
-BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_noMPL_demo}
+# the best configuration measured (benchmarks/pseudo_label_weighting.md): contrast randomization of the source views
+# (a teacher robust to contrast) and hard masked pseudo-labels; its source-only baseline is trained the same way
+# without the target terms. The paper's configuration: DEMO_TRAINER=nnUNetTrainerMAPSegUDA_demo
+# DEMO_BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo make demo
+TRAINER=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_contrastRandomized_demo}
+BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL_demo}
 TTA_TRAINER=${DEMO_TTA_TRAINER:-nnUNetTrainerMAPSegTTA_demo}
 # nnU-Net's ResEnc U-Net in the GLC seam (MAPSegResEncPlannerCPU -> MAPSegResEncPlansCPU), or the paper's network
 # (MAPSegPlannerCPU -> MAPSegPlansCPU; it under-fits at this budget): DEMO_PLANNER=MAPSegPlannerCPU make demo
