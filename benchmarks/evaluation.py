@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -55,8 +56,8 @@ def predict_folder(model_folder: str, images: str, output: str, checkpoint: str 
         return _predict_folder(model_folder, images, output, checkpoint, fold, step, gaussian, mirroring)
 
 
-def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str, step: float,
-                    gaussian: bool, mirroring: bool) -> float:
+@functools.lru_cache(maxsize=1)  # a model's targets are predicted one after the other: load it once
+def _predictor(model_folder: str, checkpoint: str, fold: str, step: float, gaussian: bool, mirroring: bool):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=gaussian, use_mirroring=mirroring,
                                 device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
@@ -65,6 +66,12 @@ def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str
                                                    checkpoint_name=checkpoint)
     if mirroring and not predictor.allowed_mirroring_axes:
         predictor.allowed_mirroring_axes = (0, 1, 2)  # trained without flips: mirror all axes when asked to
+    return predictor
+
+
+def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str, step: float,
+                    gaussian: bool, mirroring: bool) -> float:
+    predictor = _predictor(model_folder, checkpoint, fold, step, gaussian, mirroring)
     start = time.perf_counter()
     predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
     return time.perf_counter() - start

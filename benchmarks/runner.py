@@ -297,7 +297,7 @@ class Runner:
         models = {}
         for name in names:
             spec = ABLATIONS[name]
-            tag = "ablation_" + "".join(c if c.isalnum() else "_" for c in name).strip("_")
+            tag = "ablation_" + "_".join("".join(c if c.isalnum() else " " for c in name).split())
             models[name] = self.adapt(tag, seed, teachers[spec["teacher"]](),
                                       spec.get("trainer", "nnUNetTrainerMAPSegUDA"),
                                       spec.get("contrast_randomization", True), **spec.get("settings", {}))
