@@ -54,7 +54,7 @@ ABLATIONS = {
 # model on the first seed. The ablations are a second invocation in the same work folder (make
 # benchmarks-ablations), which reuses every finished training and prediction.
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
-              fed_iterations=20, reference_seeds=[0])
+              fed_iterations=10, reference_seeds=[0])
 QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
                fed_iterations=2, val=1, ablations=["no MPL (source-only continued)", "mask ratio 0.5"],
                speed_repeats=2)
