@@ -8,9 +8,11 @@ SOURCE=951
 TARGETS="952 953 954"
 PLANS=${DEMO_PLANNER:-MAPSegResEncPlannerCPU}
 PLANS=${PLANS/Planner/Plans}  # as make demo: DEMO_PLANNER=MAPSegPlannerCPU for the paper network
-FED_TRAINER=${DEMO_FED_TRAINER:-nnUNetTrainerMAPSegFed_demo}
-BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo
-CENTRALIZED=nnUNetTrainerMAPSegUDA_demo
+# make demo's configuration (contrast-randomized source views); the paper's: DEMO_FED_TRAINER=nnUNetTrainerMAPSegFed_demo
+# DEMO_BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo DEMO_TRAINER=nnUNetTrainerMAPSegUDA_demo (as given to make demo)
+FED_TRAINER=${DEMO_FED_TRAINER:-nnUNetTrainerMAPSegFed_contrastRandomized_demo}
+BASELINE=${DEMO_BASELINE:-nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL_demo}
+CENTRALIZED=${DEMO_TRAINER:-nnUNetTrainerMAPSegUDA_contrastRandomized_demo}
 export nnUNet_n_proc_DA=${nnUNet_n_proc_DA:-0}
 SOURCE_NAME=$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")
 MAE_CHECKPOINT="${nnUNet_results}/${SOURCE_NAME}/nnUNetTrainerMAPSegMAE_demo__${PLANS}__3d_fullres/fold_all/checkpoint_final.pth"

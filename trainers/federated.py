@@ -17,7 +17,7 @@ from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.method.losses import source_loss
 from mapseg_nnunet.method.selection import selection_score
 from mapseg_nnunet.method.teacher import make_teacher
-from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA
+from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION, nnUNetTrainerMAPSegUDA
 from mapseg_nnunet.training.schedules import FixedLR, RoundCosineLR, set_learning_rate
 
 
@@ -109,3 +109,8 @@ class nnUNetTrainerMAPSegFed_demo(nnUNetTrainerMAPSegFed):
     """CPU demo budget: 8 rounds of 40 server and 40 client iterations, learning rate 1e-3 -> 1e-5."""
     trainer_settings = {"num_epochs": 8, "num_iterations_per_epoch": 40, "client_iterations": 40,
                         "num_val_iterations_per_epoch": 4, "initial_lr": 1e-3, "final_lr": 1e-5}
+
+
+class nnUNetTrainerMAPSegFed_contrastRandomized_demo(nnUNetTrainerMAPSegFed_demo):
+    """The demo budget with the server's source views contrast-randomized, as make demo's centralized UDA."""
+    trainer_settings = CONTRAST_RANDOMIZATION
