@@ -160,7 +160,9 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
             record = next(r for r in history if r["epoch"] == epoch)
             per_epoch.append({"epoch": epoch, "score": record["score"], "adapted": record.get("adapted", True),
                               "source_dice": record["source_dice"],
-                              "mpl": record["mpl"], "target_dice": {t: dice[t]["mean"] for t in dice}})
+                              "mpl": record["mpl"], "target_dice": {t: dice[t]["mean"] for t in dice},
+                              "target_classes": {t: dice[t]["classes"] for t in dice},
+                              "target_accuracy": {t: dice[t]["foreground_voxel_accuracy"] for t in dice}})
         results["selection"] = per_epoch
     return results
 

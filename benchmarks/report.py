@@ -198,6 +198,16 @@ def selection_table(results: dict, targets: Dict[str, str]) -> List[str]:
         best = max(epochs, key=lambda e: e["target_dice"][t])
         lines.append(f"| {name} | {best_score['target_dice'][t]:.1f} | {best['target_dice'][t]:.1f} | "
                      f"{best_score['epoch']} / {best['epoch']} |")
+    if "target_classes" in epochs[0]:
+        lines += ["", "Per adapted epoch and class: the student's target test Dice (" + " / ".join(
+            CLASS_NAMES.values()) + ") and its voxel accuracy inside the brain, i.e. how right the pseudo-labels "
+            "of a teacher this good are (the EMA teacher trails the student).", "",
+            "| epoch | " + " | ".join(targets.values()) + " |", "|---|" + "---|" * len(targets)]
+        for e in epochs:
+            lines.append(f"| {e['epoch']} | " + " | ".join(
+                " / ".join(f"{e['target_classes'][t][str(c)]:.1f}" for c in CLASS_NAMES) +
+                f" (accuracy {e['target_accuracy'][t]:.1f})" if t in e["target_classes"] else "n/a"
+                for t in targets) + " |")
     return lines
 
 

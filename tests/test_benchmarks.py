@@ -66,7 +66,9 @@ def test_goal_table_states_each_goal_and_the_distance():
 def test_render_writes_results_and_plots(tmp_path):
     results = _results()
     results["selection"] = [{"epoch": e, "score": 0.5 + 0.01 * e, "source_dice": 0.6, "mpl": 0.2,
-                             "target_dice": {"952": 50.0 + e}} for e in range(3)]
+                             "target_dice": {"952": 50.0 + e}, "target_accuracy": {"952": 60.0 + e},
+                             "target_classes": {"952": {"1": 40.0 + e, "2": 50.0 + e, "3": 60.0 + e}}}
+                            for e in range(3)]
     meta = {"commit": "abc", "command": "python -m benchmarks.run", "budget": {"seeds": [0, 1, 2],
                                                                               "plans": "MAPSegResEncPlansCPU"},
             "timings_s": {"a": 60.0}}
@@ -77,6 +79,7 @@ def test_render_writes_results_and_plots(tmp_path):
     assert "`abc`" in text and "| GLC inference / stock | 1.50 | x |" in text
     assert "| cross-sequence (T2w) | 52.0 | 52.0 | 2 / 2 |" in text  # Score picks the last epoch, as the oracle
     assert "| cross-site | UDA closes >= 50 % of the gap | +50 % | yes |" in text
+    assert "| 2 | 42.0 / 52.0 / 62.0 (accuracy 62.0) | n/a | n/a |" in text  # per adapted epoch and class
     stored = json.load(open(tmp_path / "results.json"))["summary"]
     assert stored == summary(results, TARGETS)
     for png in ("dice_per_method.png", "score_vs_target_dice.png"):
