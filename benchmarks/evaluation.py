@@ -151,12 +151,14 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
     epochs = sorted(f for f in os.listdir(os.path.join(uda, "fold_0")) if f.startswith("checkpoint_epoch_"))
     if epochs:
         runner.say(f"selection check: target Dice of the {len(epochs)} epoch checkpoints of seed {first}'s UDA run")
-        history = torch.load(os.path.join(uda, "fold_0", "checkpoint_final.pth"), map_location="cpu",
-                             weights_only=False)["mapseg"]["score_history"]
+        final = torch.load(os.path.join(uda, "fold_0", "checkpoint_final.pth"), map_location="cpu",
+                           weights_only=False)
+        history, last_epoch = final["mapseg"]["score_history"], final["current_epoch"] - 1
         per_epoch = []
         for checkpoint in epochs:
             epoch = int(checkpoint.split("_")[-1].split(".")[0])
-            dice = on_targets(uda, f"s{first}/uda_epochs/{epoch}", checkpoint=checkpoint)
+            dice = results["quality"][first]["uda_cr"] if epoch == last_epoch else \
+                on_targets(uda, f"s{first}/uda_epochs/{epoch}", checkpoint=checkpoint)  # the last one is the final
             record = next(r for r in history if r["epoch"] == epoch)
             per_epoch.append({"epoch": epoch, "score": record["score"], "adapted": record.get("adapted", True),
                               "source_dice": record["source_dice"],

@@ -41,7 +41,7 @@ class Budget:
 # contrast-randomized without MAE init); 'trainer': the adapting trainer; 'settings': trainer settings on top.
 ABLATIONS = {
     "no MPL (source-only continued)": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noMPL"},
-    "no contrast randomization": {"teacher": "plain", "settings": {}, "contrast_randomization": False},
+    "no contrast randomization": {"teacher": "plain", "contrast_randomization": False},
     "no MAE init": {"teacher": "cr_scratch"},
     "no GLC while adapting": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
     "confidence-weighted pseudo-labels": {"teacher": "cr", "settings": {"pseudo_labeling.weighting": "confidence"}},
@@ -157,19 +157,16 @@ class Runner:
         self.say("set-up: demo cohort (+ labeled target copies for the oracle), plans, target registration")
         self.sh("cohort", [sys.executable, "-m", "mapseg_nnunet.dataset_conversion.demo_brain", "-d", str(SOURCE),
                            *map(str, TARGETS), "--oracle_ids", *map(str, ORACLES), "--overwrite"])
-        self.sh("plan_mapseg", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", "MAPSegPlannerCPU", "-np",
-                                "1", "-npfp", "1", "--no_pbar"])
-        self.sh("register", ["mapseg_register_targets", "-s", str(SOURCE), "-t", *map(str, TARGETS), "-p", PLANS,
-                             "--no_pbar"])
+        self.plan(PLANS)
         self.sh("plan_stock", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), *map(str, ORACLES), "-pl",
                                "nnUNetPlannerCPU", "-np", "1", "-npfp", "1", "--no_pbar"])
         open(marker, "w").write("ok\n")
 
     def plan(self, plans: str) -> str:
-        """The source planned and preprocessed with the MAPSeg CPU ``plans`` and the targets registered to them (once;
-        ``setup`` does ``MAPSegPlansCPU``); returns ``plans``."""
+        """The source planned and preprocessed with the MAPSeg CPU ``plans`` and the targets registered to them
+        (once); returns ``plans``."""
         marker = os.path.join(self.work, f".plans_{plans}_done")
-        if plans == PLANS or os.path.isfile(marker):
+        if os.path.isfile(marker):
             return plans
         self.sh(f"plan_{plans}", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), "-pl", PLANNERS[plans], "-np", "1",
                                   "-npfp", "1", "--no_pbar"])
@@ -178,7 +175,7 @@ class Runner:
         open(marker, "w").write("ok\n")
         return plans
 
-    def mae(self, pretrain: bool = True) -> Optional[str]:
+    def mae(self) -> str:
         """The MAE checkpoint on the budget's plans (source + registered targets)."""
         b = self.budget
         plans = self.variant(SOURCE, b.plans, f"{b.plans}_bench_mae", {"seed": 0, "num_epochs": b.mae_epochs,
