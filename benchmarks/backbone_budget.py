@@ -38,7 +38,7 @@ import sys
 
 from mapseg_nnunet.data.atomic import save_json_atomic
 
-from .cohort import SHIFTS, SOURCE, TARGETS
+from .cohort import PLANS, SHIFTS, SOURCE, TARGETS
 from .evaluation import dice_accuracy_cells, source_and_target_scores
 from .runner import FULL, Runner
 from .speed import epoch_times, glc_inference_ratio, uda_step_ratios
@@ -123,6 +123,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
     runner.setup()
+    runner.plan(PLANS)  # the paper network's CPU plans: its row and the percentile-scaled U-Net
     runner.plan(RESENC)
     results = {}
     for network in args.networks:

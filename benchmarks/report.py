@@ -150,13 +150,15 @@ def quality_table(results: dict, targets: Dict[str, str], plans: str = UNET_PLAN
 
 
 def tta_table(results: dict, targets: Dict[str, str]) -> List[str]:
-    lines = ["Mean foreground Dice (%), mean ± std over seeds. Source = the source's fold-0 validation cases; "
+    lines = ["Mean foreground Dice (%), mean ± std over seeds (source before / after: the first seed). Source = the "
+             "source's fold-0 validation cases; "
              "stage 1 = the contrast-randomized source-only model (the UDA teacher); stage 2 runs at the target site "
              "without source data.", "",
              "| target site | source before | source after | target before | target after |", "|---|---|---|---|---|"]
     for t, name in targets.items():
-        before = [s["source_only_cr"]["mean"] for s in results["source"].values()]
-        after = [s[f"tta_cr/{t}"]["mean"] for s in results["source"].values()]
+        seeds = [s for s in results["source"].values() if f"tta_cr/{t}" in s]  # source scored on reference seeds
+        before = [s["source_only_cr"]["mean"] for s in seeds]
+        after = [s[f"tta_cr/{t}"]["mean"] for s in seeds]
         lines.append(f"| {name} | {_stats(before)} | {_stats(after)} | "
                      f"{_stats(_values(results, 'source_only_cr', t))} | {_stats(_values(results, 'tta_cr', t))} |")
     return lines

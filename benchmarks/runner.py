@@ -12,7 +12,7 @@ from typing import Dict, List, Optional
 
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
-from .cohort import ORACLES, PLANNERS, PLANS, SOURCE, STOCK_PLANS, TARGETS, UNET_PLANS
+from .cohort import ORACLES, PLANNERS, SOURCE, STOCK_PLANS, TARGETS, UNET_PLANS
 
 
 @dataclass
@@ -54,7 +54,7 @@ ABLATIONS = {
 # model on the first seed. The ablations are a second invocation in the same work folder (make
 # benchmarks-ablations), which reuses every finished training and prediction.
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
-              fed_iterations=10, reference_seeds=[0])
+              fed_iterations=10, reference_seeds=[0], speed_repeats=3)
 QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
                fed_iterations=2, val=1, ablations=["no MPL (source-only continued)", "mask ratio 0.5"],
                speed_repeats=2)
@@ -154,10 +154,9 @@ class Runner:
         if os.path.isfile(marker):
             self.say("set-up: done earlier")
             return
-        self.say("set-up: demo cohort (+ labeled target copies for the oracle), plans, target registration")
+        self.say("set-up: demo cohort (+ labeled target copies for the oracle), stock plans")
         self.sh("cohort", [sys.executable, "-m", "mapseg_nnunet.dataset_conversion.demo_brain", "-d", str(SOURCE),
                            *map(str, TARGETS), "--oracle_ids", *map(str, ORACLES), "--overwrite"])
-        self.plan(PLANS)
         self.sh("plan_stock", ["mapseg_plan_and_preprocess", "-d", str(SOURCE), *map(str, ORACLES), "-pl",
                                "nnUNetPlannerCPU", "-np", "1", "-npfp", "1", "--no_pbar"])
         open(marker, "w").write("ok\n")
