@@ -216,7 +216,8 @@ def selection_table(results: dict, targets: Dict[str, str]) -> List[str]:
 def speed_table(speed: Optional[dict]) -> List[str]:
     if not speed:
         return ["Not measured in this run (--skip_speed)."]
-    lines = ["| ratio | value | what was measured |", "|---|---|---|"]
+    lines = [f"Measured by `{speed['measured_by']}`." if speed.get("measured_by") else "",
+             "", "| ratio | value | what was measured |", "|---|---|---|"]
     for row in speed["rows"]:
         lines.append(f"| {row['name']} | {row['ratio']:.2f} | {row['detail']} |")
     return lines
@@ -261,15 +262,31 @@ def plots(out: str, results: dict, targets: Dict[str, str]) -> List[str]:
     return files
 
 
+def earlier_speed(out: str, work: str, plans: str) -> Optional[dict]:
+    """The speed rows of the results.json in ``out`` when an earlier run of the same work folder and plans measured
+    them (a later invocation with --skip_speed, e.g. the ablations, keeps them); else None."""
+    path = os.path.join(out, "results.json")
+    if not os.path.isfile(path):
+        return None
+    data = json.load(open(path))
+    meta, speed = data.get("meta", {}), data.get("speed")
+    if not speed or meta.get("work") != work or meta.get("budget", {}).get("plans") != plans:
+        return None
+    return {**speed, "measured_by": speed.get("measured_by") or f"{meta['command']} at commit {meta['commit']}"}
+
+
 def write_report(out: str, runner, command: str, results: dict, speed: Optional[dict]) -> None:
-    """results.json (the measurements; ``command``, commit, budget and timings of ``runner``), then RESULTS.md."""
+    """results.json (the measurements; ``command``, commit, work folder, budget and timings of ``runner``), then
+    RESULTS.md. Speed rows without ``measured_by`` were measured by ``command``."""
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                             cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip() or "unknown"
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
                            cwd=os.path.dirname(os.path.abspath(__file__))).stdout.strip()
     meta = {"commit": commit + (" (with uncommitted changes)" if dirty else ""),
-            "command": command,
+            "command": command, "work": runner.work,
             "budget": runner.budget.__dict__, "timings_s": runner.timings}
+    if speed and not speed.get("measured_by"):
+        speed = {**speed, "measured_by": f"{command} at commit {meta['commit']}"}
     with open(os.path.join(out, "results.json"), "w") as f:
         json.dump({"meta": meta, "results": results, "speed": speed}, f, indent=1, default=str)
     render(out)

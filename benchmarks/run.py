@@ -36,7 +36,7 @@ import sys
 import time
 
 from .evaluation import evaluate_all
-from .report import write_report
+from .report import earlier_speed, write_report
 from .cohort import PLANNERS, UNET_PLANS
 from .runner import ABLATIONS, FULL, QUICK, Runner
 from .speed import measure_all
@@ -51,7 +51,9 @@ def main(argv=None) -> None:
     parser.add_argument("--work", default=None, help="work folder. Default: work_dirs/benchmarks[_quick]")
     parser.add_argument("--out", default=None,
                         help="where RESULTS.md and the plots go. Default: benchmarks/ (full), WORK/report (quick)")
-    parser.add_argument("--skip_speed", action="store_true", help="no speed and memory measurements")
+    parser.add_argument("--skip_speed", action="store_true",
+                        help="no speed and memory measurements (the report keeps those an earlier run of the same "
+                             "work folder wrote to --out)")
     parser.add_argument("--seeds", type=int, nargs="+", default=None,
                         help="run only these seeds (a partial run; the report says which ran)")
     parser.add_argument("--ablations", nargs="*", default=None,
@@ -87,7 +89,7 @@ def main(argv=None) -> None:
     start = time.time()
     results = evaluate_all(runner, seeds, fed, ablations)
     runner.timings["evaluation (this invocation)"] = time.time() - start
-    speed = None
+    speed = earlier_speed(out, work, budget.plans) if args.skip_speed else None
     if not args.skip_speed:
         runner.say("speed and memory ratios")
         start = time.time()

@@ -4,7 +4,7 @@ import json
 import numpy as np
 
 from benchmarks.evaluation import dice_scores
-from benchmarks.report import goal_table, quality_table, render, summary, tta_table
+from benchmarks.report import earlier_speed, goal_table, quality_table, render, speed_table, summary, tta_table
 
 TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}
 
@@ -84,6 +84,19 @@ def test_render_writes_results_and_plots(tmp_path):
     assert stored == summary(results, TARGETS)
     for png in ("dice_per_method.png", "score_vs_target_dice.png"):
         assert (tmp_path / png).stat().st_size > 1000
+
+
+def test_skip_speed_keeps_the_ratios_of_an_earlier_run_of_the_same_work_folder_only(tmp_path):
+    rows = {"rows": [{"name": "GLC inference / stock", "ratio": 1.05, "detail": "x"}]}
+    meta = {"commit": "abc", "command": "python -m benchmarks.run", "work": "/w",
+            "budget": {"plans": "MAPSegResEncPlansCPU"}}
+    json.dump({"meta": meta, "results": {}, "speed": rows}, open(tmp_path / "results.json", "w"))
+    kept = earlier_speed(str(tmp_path), "/w", "MAPSegResEncPlansCPU")
+    assert kept["rows"] == rows["rows"] and kept["measured_by"] == "python -m benchmarks.run at commit abc"
+    assert earlier_speed(str(tmp_path), "/other", "MAPSegResEncPlansCPU") is None  # another work folder
+    assert earlier_speed(str(tmp_path), "/w", "MAPSegPlansCPU") is None  # other plans
+    assert earlier_speed(str(tmp_path / "none"), "/w", "MAPSegResEncPlansCPU") is None
+    assert f"Measured by `{kept['measured_by']}`." in speed_table(kept)
 
 
 def test_clean_statistics_replay_reproduces_the_clean_pass_and_changes_the_masked_one():
