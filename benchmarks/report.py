@@ -22,7 +22,8 @@ METHODS = [("floor", "floor", "source-only stock nnU-Net (nnUNetTrainer, nnUNetP
            ("source_only_cr", "source_only_{b}_cr", "source-only MAPSeg, contrast-randomized (the UDA teacher)"),
            ("uda_cr", "uda_{b}_cr", "MAPSeg centralized UDA (contrast-randomized, hard pseudo-labels)"),
            ("tta_cr", "tta_{b}_cr", "MAPSeg test-time UDA (from the contrast-randomized source-only model)"),
-           ("fed_cr", "fed_{b}_cr", "Fed-MAPSeg (Flower simulation, first seed only)"),
+           ("fed_cr", "fed_{b}_cr", "Fed-MAPSeg (Flower simulation, continuing the contrast-randomized source-only "
+                                     "model; first seed only)"),
            ("oracle", "oracle", "target oracle (nnUNetTrainer on target labels): ceiling")]
 BACKBONES = {"MAPSegResEncPlansCPU": "unet", "MAPSegPlansCPU": "paper"}
 # the written goal (issue "Benchmarks v2"): gap closed by the best centralized UDA per shift, and the distance of

@@ -23,7 +23,8 @@ held-out test labels:
 * ``uda_cr``: centralized MAPSeg (hard masked pseudo-labels, EMA teacher, GLC, contrast-randomized source views)
   continuing ``source_only_cr`` for ``adapt_epochs`` on the three targets together; every seed;
 * ``tta_cr``: test-time UDA per target from ``source_only_cr`` (source Dice before / after too); every seed;
-* ``fed_cr``: Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder; first seed;
+* ``fed_cr``: Fed-MAPSeg (Flower simulation, one client per target) continuing ``source_only_cr`` for ``fed_rounds``;
+  first seed;
 * ``oracle``: stock ``nnUNetTrainer`` trained on each target's own training images *with* labels; first seed.
 """
 from __future__ import annotations
@@ -83,7 +84,7 @@ def main(argv=None) -> None:
     runner.plan(budget.plans)
     mae = runner.mae()
     seeds = {seed: runner.seed_runs(seed, mae) for seed in budget.seeds}
-    fed = runner.federated(budget.seeds[0], mae)
+    fed = runner.federated(budget.seeds[0], seeds[budget.seeds[0]]["source_only_cr"])
     ablations = runner.ablations(mae, seeds[budget.seeds[0]], budget.ablations)
     runner.say("prediction and evaluation of every model on the targets' test labels")
     start = time.time()

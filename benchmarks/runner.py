@@ -213,21 +213,29 @@ class Runner:
         ``teacher_epochs``): its final checkpoint is copied into the new model folder and stock ``nnUNetv2_train
         --c`` continues it, so a UDA warm-up that equals that source-only run is not trained again and the EMA
         teacher starts as that model. Skipped when the new model has trained past ``teacher_epochs``."""
-        import shutil
-        import torch
         folder = self.model_folder(SOURCE, trainer, plans)
-        final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
-        if os.path.isfile(final) and torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] > \
-                teacher_epochs:
+        if self._start_from(folder, teacher, teacher_epochs):
             self.say(f"{name}: done earlier ({folder})")
             return folder
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        shutil.copyfile(os.path.join(teacher, "fold_0", "checkpoint_final.pth"), final)
         self.say(f"{name}: nnUNetv2_train {SOURCE} 3d_fullres 0 -tr {trainer} -p {plans} --c (continues "
                  f"{os.path.basename(teacher)}; log: {os.path.join(self.logs, name + '.log')})")
         self.sh(name, ["nnUNetv2_train", str(SOURCE), "3d_fullres", "0", "-tr", trainer, "-p", plans, "-device", "cpu",
                        "--c"])
         return folder
+
+    @staticmethod
+    def _start_from(folder: str, teacher: str, teacher_epochs: int) -> bool:
+        """True when the model in ``folder`` has trained past ``teacher_epochs``; else the final checkpoint of the
+        model folder ``teacher`` is copied there for the run to continue."""
+        import shutil
+        import torch
+        final = os.path.join(folder, "fold_0", "checkpoint_final.pth")
+        if os.path.isfile(final) and torch.load(final, map_location="cpu", weights_only=False)["current_epoch"] > \
+                teacher_epochs:
+            return True
+        os.makedirs(os.path.dirname(final), exist_ok=True)
+        shutil.copyfile(os.path.join(teacher, "fold_0", "checkpoint_final.pth"), final)
+        return False
 
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
         """Train one seed's models; returns {method: model folder} (test-time UDA and oracles: {'tta_cr/<target>':
@@ -264,23 +272,27 @@ class Runner:
                 "num_val_iterations_per_epoch": b.val, "initial_lr": b.lr})
         return self.train(f"s{seed}_tta_{target}", target, "nnUNetTrainerMAPSegTTA", tplans)
 
-    def federated(self, seed: int, mae: str) -> str:
-        """Fed-MAPSeg (Flower simulation, one client per target) from the MAE encoder, contrast-randomized source
-        views on the server, ``fed_rounds`` rounds."""
+    def federated(self, seed: int, teacher: str) -> str:
+        """Fed-MAPSeg (Flower simulation, one client per target) continuing the contrast-randomized source-only model
+        ``teacher`` as centralized UDA does (the server holds the source and trains it first; the federation resumes
+        from its checkpoint): ``fed_rounds`` rounds of ``fed_iterations`` server and client steps, contrast-randomized
+        source views on the server."""
         b = self.budget
-        settings = {"seed": seed, "num_epochs": b.fed_rounds, "num_iterations_per_epoch": b.fed_iterations,
+        settings = {"seed": seed, "num_epochs": b.epochs + b.fed_rounds, "num_iterations_per_epoch": b.fed_iterations,
                     "client_iterations": b.fed_iterations, "num_val_iterations_per_epoch": b.val,
                     "initial_lr": b.lr, "final_lr": b.lr / 100, "final_validation": False, **CONTRAST_RANDOMIZATION}
         plans = self.bench_plans("fed", seed)
-        for dataset in (SOURCE, *TARGETS):
-            self.variant(dataset, b.plans, plans, settings)
+        self.variant(SOURCE, b.plans, plans, settings)
+        for dataset in TARGETS:  # the clients' copies: the server sends their learning rate and steps each round
+            self.variant(dataset, b.plans, plans, {k: v for k, v in settings.items() if k != "client_iterations"})
         folder = self.model_folder(SOURCE, "nnUNetTrainerMAPSegFed", plans)
-        if os.path.isfile(os.path.join(folder, "fold_0", "checkpoint_final.pth")):
+        if self._start_from(folder, teacher, b.epochs):
             self.say("fed: done earlier")
             return folder
-        self.say(f"fed: mapseg_federated_simulation, {b.fed_rounds} rounds, clients {TARGETS}")
+        self.say(f"fed: mapseg_federated_simulation, {b.fed_rounds} rounds, clients {TARGETS} (continues "
+                 f"{os.path.basename(teacher)})")
         self.sh(f"s{seed}_fed", ["mapseg_federated_simulation", "-s", str(SOURCE), "-t", *map(str, TARGETS), "-p",
-                                 plans, "-tr", "nnUNetTrainerMAPSegFed", "-device", "cpu", "-pretrained_weights", mae,
+                                 plans, "-tr", "nnUNetTrainerMAPSegFed", "-device", "cpu",
                                  "--workdir", os.path.join(self.work, "federation")])
         return folder
 

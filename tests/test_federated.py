@@ -110,6 +110,24 @@ def test_simulation_command_and_stock_prediction(fed_cohort, tmp_path):
     assert pred.shape == sitk.GetArrayFromImage(sitk.ReadImage(image)).shape and set(np.unique(pred)) <= {0, 1, 2}
 
 
+def test_a_round_without_any_client_stops_the_federation_with_the_clients_error(fed_cohort, tmp_path):
+    """Every client fails (its plans carry a server-only setting): no global model is written, and the command
+    says why instead of calling a source-only model federated."""
+    root, env = fed_cohort
+    env = {**env, "nnUNet_results": str(tmp_path / "results")}
+    plans = PLANS + "_badClients"
+    run(["mapseg_plans_variant", "-d", "931", "-p", PLANS, "-o", plans, "--overwrite", "--set", "num_epochs=1"], env,
+        cwd=root)
+    for dataset in CASES:
+        run(["mapseg_plans_variant", "-d", dataset, "-p", PLANS, "-o", plans, "--overwrite", "--set",
+             "client_iterations=2"], env, cwd=root)
+    proc = run(["mapseg_federated_simulation", "-s", "931", "-t", *CASES, "-p", plans, "-tr", SERVER, "-device", "cpu",
+                "--workdir", str(tmp_path / "flower")], env, cwd=root, check=False, timeout=1200)
+    assert proc.returncode != 0
+    assert "no client answered" in proc.stderr and "unknown trainer setting 'client_iterations'" in proc.stderr
+    assert not os.path.isfile(os.path.join(_server_folder(env, plans), "checkpoint_final.pth"))
+
+
 def test_server_resumes_after_its_last_completed_round(fed_cohort, tmp_path, monkeypatch):
     """Rounds without Flower: the server's round, a fake aggregate, a checkpoint; a restarted server continues
     from that round with that global model."""

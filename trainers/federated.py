@@ -67,8 +67,7 @@ class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
 
     def end_round(self, global_state: dict, client_mpl: float) -> None:
         """Lines 19-20: the aggregated teachers become the global student; validation, Score, checkpoints."""
-        if global_state is not None:  # None: no client answered this round
-            load_weights(self.network, global_state)
+        load_weights(self.network, global_state)
         self._client_mpl = client_mpl
         self.validate_epoch()
         self.on_epoch_end()

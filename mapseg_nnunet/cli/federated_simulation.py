@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import glob
 import os
 import tempfile
 from typing import List, Optional
@@ -54,5 +55,8 @@ def simulation_entry(argv: Optional[List[str]] = None) -> None:
     final = os.path.join(get_output_folder(dataset_name(args.s), args.tr, args.p, args.c, args.f),
                          "checkpoint_final.pth")
     if result.returncode != 0 or not os.path.isfile(final):
-        raise SystemExit(f"ERROR: the federation did not finish ({final} missing); Flower logs in {workdir}")
+        logs = sorted(glob.glob(os.path.join(os.path.dirname(final), "training_log_*.txt")))
+        errors = [line.strip() for line in (open(logs[-1]) if logs else []) if "ERROR: " in line]
+        raise SystemExit(f"ERROR: the federation did not finish ({final} missing)" +
+                         (f": {errors[-1].split('ERROR: ', 1)[1]}" if errors else "") + f"; Flower logs in {workdir}")
     print(f"Global model: {final}")

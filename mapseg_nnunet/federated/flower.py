@@ -6,6 +6,7 @@ wire, per site). Settings come from the run config (``[tool.flwr.app.config]`` o
 from __future__ import annotations
 
 import json
+import re
 import time
 from logging import INFO, WARNING
 from typing import Iterable
@@ -24,6 +25,17 @@ def settings(context: Context) -> dict:
     """The run config; ``flwr run`` fills it from the app's ``[tool.flwr.app.config]`` (the one place of the
     defaults), other runtimes may leave keys out."""
     return {**app_config_defaults(), **dict(context.run_config)}
+
+
+def error_line(reason: str) -> str:
+    """The last ``SomeError: message`` line of a client's error report (Flower and Ray wrap it in their
+    tracebacks); the last line when there is none."""
+    lines = [line.strip() for line in str(reason).splitlines() if line.strip()]
+    for line in reversed(lines):
+        found = re.search(r"\w*(Error|Exception): \S", line)
+        if found:
+            return line[found.start():]
+    return lines[-1] if lines else str(reason)
 
 
 class FedMAPSeg(FedAvg):
@@ -51,23 +63,23 @@ class FedMAPSeg(FedAvg):
         replies = list(replies)
         answered = {m.metadata.src_node_id for m in replies if not m.has_error()}
         missing = sorted(set(self._sent) - answered)
+        reasons = []
         for node in missing:
             failed = [m for m in replies if m.metadata.src_node_id == node]
-            reason = failed[0].error.reason if failed else "no reply before the round timeout"
-            message = f"round {self.server.current_epoch}: client node {node} missing ({reason})"
+            reasons.append(error_line(failed[0].error.reason) if failed else "no reply before the round timeout")
+            message = f"round {self.server.current_epoch}: client node {node} missing ({reasons[-1]})"
             log(WARNING, message)
             self.server.print_to_log_file(f"WARNING: {message}")
         arrays, metrics = super().aggregate_train(server_round, replies)
-        if arrays is None:
-            self.server.print_to_log_file(f"round {self.server.current_epoch}: no client answered; the global "
-                                          f"model stays as it was")
-            state, mpl = None, 0.0
-        else:
-            state, mpl = arrays.to_torch_state_dict(), float(metrics["mpl"])
-            self.server.print_to_log_file(
-                f"round {self.server.current_epoch}: {len(answered)} client(s), "
-                + ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
-        self.server.end_round(state, mpl)
+        if arrays is None:  # a round without clients would train the source alone and call it federated
+            message = (f"round {self.server.current_epoch}: no client answered, the federation stops (client "
+                       f"errors: {'; '.join(sorted(set(reasons))) or 'none received'})")
+            self.server.print_to_log_file(f"ERROR: {message}")
+            raise RuntimeError(message)
+        self.server.print_to_log_file(
+            f"round {self.server.current_epoch}: {len(answered)} client(s), "
+            + ", ".join(f"{k} {float(v):.4f}" for k, v in metrics.items()))
+        self.server.end_round(arrays.to_torch_state_dict(), float(metrics["mpl"]))
         return arrays, metrics
 
 
