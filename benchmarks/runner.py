@@ -284,7 +284,7 @@ class Runner:
         plans = self.bench_plans("fed", seed)
         self.variant(SOURCE, b.plans, plans, settings)
         for dataset in TARGETS:  # the clients' copies: the server sends their learning rate and steps each round
-            self.variant(dataset, b.plans, plans, {k: v for k, v in settings.items() if k != "client_iterations"})
+            self.variant(dataset, b.plans, plans, {"seed": seed})
         folder = self.model_folder(SOURCE, "nnUNetTrainerMAPSegFed", plans)
         if self._start_from(folder, teacher, b.epochs):
             self.say("fed: done earlier")

@@ -126,6 +126,12 @@ def test_a_round_without_any_client_stops_the_federation_with_the_clients_error(
     assert proc.returncode != 0
     assert "no client answered" in proc.stderr and "unknown trainer setting 'client_iterations'" in proc.stderr
     assert not os.path.isfile(os.path.join(_server_folder(env, plans), "checkpoint_final.pth"))
+    # started from a source-only model's final checkpoint (copied in, resumed): that file is not the global model
+    source_only = {"current_epoch": 0, "trainer_name": "nnUNetTrainerMAPSegUDA_noMPL"}
+    torch.save(source_only, os.path.join(_server_folder(env, plans), "checkpoint_final.pth"))
+    proc = run(["mapseg_federated_simulation", "-s", "931", "-t", *CASES, "-p", plans, "-tr", SERVER, "-device", "cpu",
+                "--workdir", str(tmp_path / "flower2")], env, cwd=root, check=False, timeout=1200)
+    assert proc.returncode != 0 and "did not finish" in proc.stderr and "Global model" not in proc.stdout
 
 
 def test_server_resumes_after_its_last_completed_round(fed_cohort, tmp_path, monkeypatch):

@@ -6,7 +6,10 @@ import argparse
 import glob
 import os
 import tempfile
+import time
 from typing import List, Optional
+
+import torch
 
 from mapseg_nnunet.data.input_checks import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
@@ -47,16 +50,20 @@ def simulation_entry(argv: Optional[List[str]] = None) -> None:
                   if args.pretrained_weights else ""}
     federation = {"num-supernodes": len(args.t), "client-resources-num-cpus": args.cpus_per_client}
     print(f"Fed-MAPSeg simulation: server on {args.s}, clients {', '.join(args.t)}; Flower logs in {workdir}")
+    started = time.time()
     with LocalFlower(workdir) as flower:
         flower.start_superlink(simulation=True)
         result = flower.run(run_config, federation)
-    # `flwr run --stream` exits 0 even when the run failed: the server's final checkpoint tells
+    # `flwr run --stream` exits 0 even when the run failed: the server's final checkpoint tells, when this run wrote
+    # it or an earlier run of this server trainer did (not the model a federation was started from)
     from nnunetv2.utilities.file_path_utilities import get_output_folder
     final = os.path.join(get_output_folder(dataset_name(args.s), args.tr, args.p, args.c, args.f),
                          "checkpoint_final.pth")
-    if result.returncode != 0 or not os.path.isfile(final):
+    if result.returncode != 0 or not os.path.isfile(final) or (
+            os.path.getmtime(final) < started and
+            torch.load(final, map_location="cpu", weights_only=False).get("trainer_name") != args.tr):
         logs = sorted(glob.glob(os.path.join(os.path.dirname(final), "training_log_*.txt")))
         errors = [line.strip() for line in (open(logs[-1]) if logs else []) if "ERROR: " in line]
-        raise SystemExit(f"ERROR: the federation did not finish ({final} missing)" +
+        raise SystemExit(f"ERROR: the federation did not finish ({final} not written)" +
                          (f": {errors[-1].split('ERROR: ', 1)[1]}" if errors else "") + f"; Flower logs in {workdir}")
     print(f"Global model: {final}")
