@@ -75,3 +75,27 @@ def test_test_time_trainer_without_a_source_model_says_what_to_run(planned_datas
                "-device", "cpu"], env, cwd=root, check=False)
     assert out.returncode != 0
     assert "carry no stage-1 source model" in out.stderr and "mapseg_receive_source_model -t" in out.stderr
+
+
+def test_trainer_lookup_retries_nnunets_class_search_race_only(monkeypatch):
+    """nnU-Net's class search fails when another thread imports during it (Flower's simulation); build_trainer
+    retries that failure and nothing else."""
+    import pytest
+    import torch
+    from nnunetv2.run import run_training
+    from mapseg_nnunet.training.trainer_lookup import SEARCH_RACE, build_trainer
+    calls = []
+
+    def flaky(*args, **kwargs):
+        calls.append(args)
+        if len(calls) == 1:
+            raise RuntimeError(SEARCH_RACE)
+        return "trainer"
+    monkeypatch.setattr(run_training, "get_trainer_from_args", flaky)
+    assert build_trainer("1", "T", "P", "3d_fullres", 0, torch.device("cpu")) == "trainer" and len(calls) == 2
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unknown trainer setting")
+    monkeypatch.setattr(run_training, "get_trainer_from_args", broken)
+    with pytest.raises(RuntimeError, match="unknown trainer setting"):
+        build_trainer("1", "T", "P", "3d_fullres", 0, torch.device("cpu"))

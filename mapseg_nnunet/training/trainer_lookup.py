@@ -23,12 +23,23 @@ def set_ext_trainer_environment() -> None:
     os.environ["nnUNet_extTrainer"] = ext_trainer_value(os.environ.get("nnUNet_extTrainer"))
 
 
+# nnU-Net 2.8's class search iterates sys.modules without a copy; another thread importing at that moment (Flower's
+# simulation runs the ServerApp in a thread next to its own) makes it fail with this message, and a retry succeeds
+SEARCH_RACE = "dictionary changed size during iteration"
+
+
 def build_trainer(dataset: str, trainer: str, plans: str, configuration: str, fold, device: torch.device,
-                  continue_training: bool = False):
-    """An nnU-Net trainer as ``nnUNetv2_train`` builds it (class lookup through ``nnUNet_extTrainer``)."""
-    from nnunetv2.run.run_training import get_trainer_from_args
+                  continue_training: bool = False, attempts: int = 3):
+    """An nnU-Net trainer as ``nnUNetv2_train`` builds it (class lookup through ``nnUNet_extTrainer``; the lookup
+    is retried when it meets :data:`SEARCH_RACE`)."""
+    from nnunetv2.run import run_training
     set_ext_trainer_environment()
     fold = fold if str(fold) == "all" else int(fold)
-    with contextlib.redirect_stdout(io.StringIO()):  # the class search prints every module it imports
-        return get_trainer_from_args(str(dataset), configuration, fold, trainer, plans, continue_training,
-                                     device=device)
+    for attempt in range(1, attempts + 1):
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):  # the class search prints every module it imports
+                return run_training.get_trainer_from_args(str(dataset), configuration, fold, trainer, plans,
+                                                          continue_training, device=device)
+        except RuntimeError as e:
+            if SEARCH_RACE not in str(e) or attempt == attempts:
+                raise
