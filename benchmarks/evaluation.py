@@ -138,8 +138,7 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
         source = {method: predict_and_score(models[method], src_images, src_labels,
                                             os.path.join(predictions, f"s{seed}/source_val/{method}"))
                   for method in SOURCE_METHODS if method in models}
-        reference = runner.budget.reference_seeds
-        for t in TARGETS if reference is None or seed in reference else ():  # the forgetting check: reference seeds
+        for t in TARGETS if runner.budget.is_reference(seed) else ():  # the forgetting check: reference seeds
             source[f"tta_cr/{t}"] = predict_and_score(models[f"tta_cr/{t}"], src_images, src_labels,
                                                       os.path.join(predictions, f"s{seed}/source_val/tta_cr_{t}"))
         results["source"][seed] = source

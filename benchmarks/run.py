@@ -90,8 +90,9 @@ def main(argv=None) -> None:
     start = time.time()
     results = evaluate_all(runner, seeds, fed, ablations)
     runner.timings["evaluation (this invocation)"] = time.time() - start
-    speed = earlier_speed(out, work, budget.plans) if args.skip_speed else None
-    if not args.skip_speed:
+    if args.skip_speed:
+        speed = earlier_speed(out, work, budget.plans)
+    else:
         runner.say("speed and memory ratios")
         start = time.time()
         speed = measure_all(runner, budget.speed_repeats)

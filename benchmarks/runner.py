@@ -34,6 +34,10 @@ class Budget:
     speed_repeats: int = 5
     reference_seeds: Optional[List[int]] = None  # seeds of floor, oracle and plain source-only (default: all seeds)
 
+    def is_reference(self, seed: int) -> bool:
+        """Whether ``seed`` runs the reference models (and test-time UDA's source check)."""
+        return self.reference_seeds is None or seed in self.reference_seeds
+
 
 # Ablations on the first seed, each against the full method (contrast-randomized teacher, hard masked
 # pseudo-labels, MAE init, GLC, mask 0.7, cube 8): what continues from which source-only model, and with what.
@@ -244,7 +248,7 @@ class Runner:
         seed."""
         b = self.budget
         models = {}
-        if seed in (b.reference_seeds if b.reference_seeds is not None else b.seeds):
+        if b.is_reference(seed):
             stock = self.variant(SOURCE, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
             models["floor"] = self.train(f"s{seed}_floor", SOURCE, "nnUNetTrainer_settingsFromPlans", stock)
             for target, oracle in zip(TARGETS, ORACLES):
