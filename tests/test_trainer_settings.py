@@ -4,6 +4,7 @@ import glob
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -58,7 +59,8 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     root, env = source_with_target
     variant = "MAPSegPlansCPU_settingsTest"
     run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "masking.ratio=0.5",
-         "masking.local_cube=4", "num_epochs=1", "seed=3"], env, cwd=root)
+         "masking.local_cube=4", "num_epochs=1", "warmup_iterations=2", "seed=3",
+         "pseudo_labeling.alignment=source_shares"], env, cwd=root)
     plans = json.load(open(glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*" / f"{variant}.json"))[0]))
     config = plans["configurations"]["3d_fullres"]
     assert plans["plans_name"] == variant and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
@@ -74,6 +76,20 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     assert "seed = 3" in log
     assert "UDA targets" in log and "Dataset913_TargetC" in log  # targets registered with the shared data
     assert "Epoch 0" in log and "Epoch 1" not in log  # num_epochs = 1 instead of the smoke variant's 2
+    # class-share alignment: the source shares counted from the fold's training labels, the epoch's pseudo-labels
+    from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
+    folder = glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*"))[0]
+    train_keys = json.load(open(os.path.join(folder, "splits_final.json")))[0]["train"]
+    data = os.path.join(folder, "MAPSegPlansCPU_3d_fullres")
+    dataset = infer_dataset_class(data)(data, train_keys)
+    counts = sum(np.bincount(np.asarray(dataset.load_case(k)[1]).clip(0).ravel().astype(int), minlength=3)[1:3]
+                 for k in train_keys)
+    line = next(line for line in log.splitlines() if "aligned to the source's foreground class shares" in line)
+    np.testing.assert_allclose([float(v) for v in line.rsplit("shares ", 1)[1].split(", ")], counts / counts.sum(),
+                               atol=1e-3)
+    record = next(line for line in log.splitlines() if "pseudo_label_shares [" in line)
+    shares = json.loads(record.split("pseudo_label_shares ", 1)[1])
+    assert len(shares) == 2 and sum(shares) == pytest.approx(1, abs=1e-6)
 
 
 def test_misspelled_setting_stops_training_with_its_name(planned_dataset):

@@ -90,7 +90,7 @@ class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegUDA):
         """Algorithm 1 lines 10-17; returns (teacher weights, metrics)."""
         load_weights(self.network, teacher_state)
         self.teacher, self.teacher_steps = make_teacher(self.network), 0
-        self._epoch_mpl, self._epoch_pl_weight = [], []
+        self.reset_epoch_records()
         set_learning_rate(self.optimizer, lr)
         self.network.train()
         losses = [float(self.self_supervised_step(next(self.dataloader_train))["loss"]) for _ in range(iterations)]

@@ -7,8 +7,10 @@ registered targets (or on plans that have none) it trains the source terms only 
 
 Beyond the paper, each off by default: intensity augmentation of the source views (``source_intensity``: nnU-Net's
 intensity transforms and contrast randomization, :mod:`mapseg_nnunet.data.intensity_augmentation`), of the target
-student's views (``target_student_intensity``; the teacher always sees the clean views), and confidence-weighted
-pseudo-labels (``pseudo_labeling.weighting = "confidence"``)."""
+student's views (``target_student_intensity``; the teacher always sees the clean views), confidence-weighted
+pseudo-labels (``pseudo_labeling.weighting = "confidence"``) and pseudo-labels aligned to the source's class shares
+(``pseudo_labeling.alignment = "source_shares"``, counted from the source training labels when the loaders are
+built)."""
 import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
@@ -18,6 +20,7 @@ from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugment
                                              SourceTargetLoader, single_dataset_loaders)
 from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation
+from mapseg_nnunet.method.class_shares import label_class_shares
 from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
 from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selection_score
@@ -56,10 +59,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.target_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.3), rotation_degrees=30,
                                                            flip_probability=0)
         self.teacher = None
+        self.source_class_shares = None  # counted when pseudo_labeling.alignment needs them
         self.iteration = 0
         self.teacher_steps = 0
         self.score_history, self.best_record, self.epochs_without_improvement = [], None, 0
-        self._epoch_mpl, self._epoch_pl_weight = [], []
+        self.reset_epoch_records()
 
     # ---- data
     def get_dataloaders(self):
@@ -82,6 +86,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    f"mapseg_register_targets -s {source} -t ... -p {plans}).")
         patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
         self.pseudo_labeling.check()
+        if self.pseudo_labeling.alignment == "source_shares" and targets:
+            self.source_class_shares = label_class_shares(source_tr[0][1], tr_keys,
+                                                          self.label_manager.num_segmentation_heads)
+            self.print_to_log_file("Pseudo-labels aligned to the source's foreground class shares "
+                                   + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist()))
         train = SourceTargetLoader(
             GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True,
                                   views=self.source_intensity),
@@ -93,6 +102,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
 
     def target_site_dataloaders(self):
         """Loaders of this trainer's own dataset as an unlabeled target (test-time UDA, federated clients)."""
+        self.pseudo_labeling.check()
+        if self.pseudo_labeling.alignment != "none":
+            raise ValueError(f"{type(self).__name__}: pseudo_labeling.alignment = "
+                             f"{self.pseudo_labeling.alignment!r} needs the labeled source; a target site has none "
+                             f"(use it with centralized UDA, nnUNetTrainerMAPSegUDA)")
         tr_keys, val_keys = self.do_split()
         return wrap_in_augmenter(*single_dataset_loaders(
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
@@ -128,10 +142,10 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                 self.teacher.train(self.teacher_dropout)
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
                                               self._to_device(batch["target"]), self.loss_weights, self.masking,
-                                              pseudo_labeling=self.pseudo_labeling)
+                                              pseudo_labeling=self.pseudo_labeling,
+                                              source_shares=self.source_class_shares)
                 loss = loss + t_loss
-                self._epoch_mpl.append(t_parts["mpl"])
-                self._epoch_pl_weight.append(t_parts["pseudo_label_weight"])
+                self._record_pseudo_labels(t_parts)
             return (loss,)
 
         return self.teacher_student_step(compute_loss, update_teacher=adapt)
@@ -142,11 +156,18 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
                                       self.loss_weights, self.masking, self_supervised=True,
                                       pseudo_labeling=self.pseudo_labeling)
-            self._epoch_mpl.append(parts["mpl"])
-            self._epoch_pl_weight.append(parts["pseudo_label_weight"])
+            self._record_pseudo_labels(parts)
             return (loss,)
 
         return self.teacher_student_step(compute_loss, update_teacher=True)
+
+    def reset_epoch_records(self) -> None:
+        self._epoch_mpl, self._epoch_pl_weight, self._epoch_pl_shares = [], [], []
+
+    def _record_pseudo_labels(self, parts: dict) -> None:
+        self._epoch_mpl.append(parts["mpl"])
+        self._epoch_pl_weight.append(parts["pseudo_label_weight"])
+        self._epoch_pl_shares.append(parts["pseudo_label_shares"])
 
     def teacher_student_step(self, compute_loss, update_teacher: bool) -> dict:
         """Optimiser step, per-iteration learning rate, then the EMA teacher update (Eq. 3)."""
@@ -159,7 +180,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return {"loss": loss.detach().cpu().numpy()}
 
     def on_train_epoch_start(self):
-        self._epoch_mpl, self._epoch_pl_weight = [], []
+        self.reset_epoch_records()
         self.iteration = self.current_epoch * self.num_iterations_per_epoch
         super().on_train_epoch_start()
 
@@ -174,7 +195,10 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         super().on_validation_epoch_end(val_outputs)
         record = {"epoch": self.current_epoch, "adapted": bool(self._epoch_mpl), **self.selection_record(),
                   "alpha": ema_alpha(self.teacher_steps, self.ema_schedule) if self.teacher is not None else None,
-                  "pseudo_label_weight": mean_over_ranks(self._epoch_pl_weight) if self._epoch_pl_weight else None}
+                  "pseudo_label_weight": mean_over_ranks(self._epoch_pl_weight) if self._epoch_pl_weight else None,
+                  "pseudo_label_shares": [mean_over_ranks([s[c] for s in self._epoch_pl_shares])
+                                          for c in range(len(self._epoch_pl_shares[0]))]
+                  if self._epoch_pl_shares else None}
         self.score_history.append(record)
         self.print_to_log_file(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in record.items() if k != "epoch"))

@@ -17,17 +17,20 @@ weights). Pseudo-labels are the teacher's hard argmax on the unmasked (clean) vi
 carries intensity-augmented student views (``student_data`` / ``student_global``) the student sees those (masked)
 and the teacher the clean ones. :class:`PseudoLabelSettings` ``weighting = "confidence"`` (beyond the paper; MIC's
 quality weight) scales each pseudo-labeled term by the share of voxels whose teacher probability exceeds
-``threshold``; the L_MPL reported for the Score is always the unweighted term.
+``threshold``; the L_MPL reported for the Score is always the unweighted term. ``alignment = "source_shares"``
+(beyond the paper) aligns the teacher's foreground class shares to the source's before the argmax
+(:mod:`mapseg_nnunet.method.class_shares`); it needs the source's shares, so centralized UDA only.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mapseg_nnunet.method.class_shares import aligned_labels, class_ratios, label_shares
 from mapseg_nnunet.method.masking import MaskingSettings
 
 
@@ -53,12 +56,18 @@ class MAPSegLossWeights:
 class PseudoLabelSettings:
     weighting: str = "hard"   # 'hard': the paper's argmax with weight 1; 'confidence': MIC's quality weight
     threshold: float = 0.968  # teacher probability counted as confident (MIC's value)
+    alignment: str = "none"   # 'source_shares': teacher's foreground class shares aligned to the source's
+    max_ratio: float = 4.0    # clamp of the alignment's per-class factor (and of its inverse)
 
     def check(self) -> None:
         if self.weighting not in ("hard", "confidence"):
             raise ValueError(f"pseudo_labeling.weighting must be 'hard' or 'confidence', got {self.weighting!r}")
         if not 0 < self.threshold < 1:
             raise ValueError(f"pseudo_labeling.threshold must be in (0, 1), got {self.threshold}")
+        if self.alignment not in ("none", "source_shares"):
+            raise ValueError(f"pseudo_labeling.alignment must be 'none' or 'source_shares', got {self.alignment!r}")
+        if not self.max_ratio >= 1:
+            raise ValueError(f"pseudo_labeling.max_ratio must be >= 1, got {self.max_ratio}")
 
     def weight(self, teacher_logits: torch.Tensor):
         """Weight of a pseudo-labeled term given the teacher's logits: 1 (hard), or the share of voxels whose
@@ -95,24 +104,35 @@ def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.T
 
 
 @torch.no_grad()
-def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: bool):
-    """The teacher's hard labels on the clean local and global views (global None without GLC) and its output."""
+def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: bool,
+                  pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings(),
+                  source_shares: Optional[torch.Tensor] = None):
+    """The teacher's hard labels on the clean local and global views (global None without GLC) and its output;
+    aligned to ``source_shares`` when ``pseudo_labeling.alignment`` says so."""
     out = _forward(teacher, batch["data"], batch["global"], batch["box"], use_glc)
-    local = out["logits"].argmax(1, keepdim=True)
-    global_ = out["aux_logits"].argmax(1, keepdim=True) if use_glc else None
+    ratios = None
+    if pseudo_labeling.alignment == "source_shares":
+        if source_shares is None:
+            raise ValueError("pseudo_labeling.alignment = 'source_shares' needs the source's class shares (labeled "
+                             "source data: centralized UDA only)")
+        ratios = class_ratios(source_shares, out["aux_logits"] if use_glc else out["logits"],
+                              pseudo_labeling.max_ratio)
+    local = aligned_labels(out["logits"], ratios)
+    global_ = aligned_labels(out["aux_logits"], ratios) if use_glc else None
     return local, global_, out
 
 
 def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor],
                 w: MAPSegLossWeights, masking: MaskingSettings, self_supervised: bool = False,
-                pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings()
-                ) -> Tuple[torch.Tensor, Dict[str, float]]:
+                pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings(),
+                source_shares: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Centralized target terms (``self_supervised=False``) or Eq. 10 (``True``). ``parts['mpl']`` is
     seg(f(x_t^M), f_T(x_t)) (unweighted), the L_MPL of the model-selection Score; ``parts['pseudo_label_weight']``
-    the weight of the local pseudo-labeled terms."""
+    the weight of the local pseudo-labeled terms; ``parts['pseudo_label_shares']`` the foreground class shares of
+    the local pseudo-labels."""
     boxes = batch["box"]
     x, g = batch.get("student_data", batch["data"]), batch.get("student_global", batch["global"])
-    y_pl, Y_pl, teacher_out = pseudo_labels(teacher, batch, w.use_glc)
+    y_pl, Y_pl, teacher_out = pseudo_labels(teacher, batch, w.use_glc, pseudo_labeling, source_shares)
     local_pl_weight = pseudo_labeling.weight(teacher_out["logits"])
     global_pl_weight = pseudo_labeling.weight(teacher_out["aux_logits"]) if w.use_glc else None
     xm, gm = masking.masked(x, g)
@@ -120,7 +140,8 @@ def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batc
     local_weight = w.beta if self_supervised else 1.0
     global_weight = w.gamma if self_supervised else 2 * w.gamma
     cos_weight = w.delta if self_supervised else 2 * w.delta
-    total, parts = 0.0, {"pseudo_label_weight": float(local_pl_weight)}
+    total, parts = 0.0, {"pseudo_label_weight": float(local_pl_weight),
+                         "pseudo_label_shares": label_shares(y_pl, teacher_out["logits"].shape[1]).tolist()}
     for name, xi, gi in views:
         out = _forward(student, xi, gi, boxes, w.use_glc)
         seg = seg_loss(out["logits"], y_pl)
