@@ -170,16 +170,20 @@ def ablation_table(results: dict, targets: Dict[str, str]) -> List[str]:
         return ["Not run in this invocation (`python -m benchmarks.run --ablations all`, `make benchmarks-ablations`, "
                 "after `make benchmarks` in the same work folder: it reuses every finished model)."]
     first = results["quality"][min(results["quality"], key=int)]
+
+    def cells(scores: dict) -> str:  # mean (per class), the per-class Dice shows which class a variant moves
+        return " | ".join(f"{scores[t]['mean']:.1f} ({' / '.join(f'{v:.0f}' for v in scores[t]['classes'].values())})"
+                          if t in scores else "n/a" for t in targets)
+
     lines = ["First seed only; each variant changes one thing of the full method and continues the same kind of "
-             "source-only model for the same adapting iterations; mean foreground Dice (%) on the test labels.", "",
+             "source-only model for the same adapting iterations; mean foreground Dice (%) on the test labels, per "
+             "class in parentheses (labels 1 / 2 / ...).", "",
              "| variant | " + " | ".join(targets.values()) + " |", "|---|" + "---|" * len(targets)]
     lines.append("| full method (MAE + contrast-randomized teacher + GLC + hard MPL, mask 0.7, cube 8) | " +
-                 " | ".join(f"{first['uda_cr'][t]['mean']:.1f}" for t in targets) + " |")
-    lines.append("| its teacher (the source-only model it continues) | " +
-                 " | ".join(f"{first['source_only_cr'][t]['mean']:.1f}" for t in targets) + " |")
+                 cells(first["uda_cr"]) + " |")
+    lines.append("| its teacher (the source-only model it continues) | " + cells(first["source_only_cr"]) + " |")
     for name, scores in results["ablations"].items():
-        lines.append(f"| {name} | " + " | ".join(f"{scores[t]['mean']:.1f}" if t in scores else "n/a"
-                                                  for t in targets) + " |")
+        lines.append(f"| {name} | " + cells(scores) + " |")
     return lines
 
 

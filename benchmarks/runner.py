@@ -26,6 +26,9 @@ class Budget:
     mae_epochs: int
     fed_rounds: int
     fed_iterations: int        # server (T_s) and client (T_t) steps per round
+    # EMA of the round's teachers: the paper's 'large' (alpha 0.999) moves a teacher 1 % of the way to its student
+    # over a 10-step round; 'small' (0.99) moves it as far (10 %) as 0.999 does over the paper's ~100-step rounds
+    fed_ema_schedule: str = "small"
     plans: str = UNET_PLANS    # the MAPSeg plans of the table (their backbone names the rows)
     val: int = 4
     lr: float = 1e-3
@@ -49,6 +52,7 @@ ABLATIONS = {
     "no MAE init": {"teacher": "cr_scratch"},
     "no GLC while adapting": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
     "confidence-weighted pseudo-labels": {"teacher": "cr", "settings": {"pseudo_labeling.weighting": "confidence"}},
+    "class-share-aligned pseudo-labels": {"teacher": "cr", "settings": {"pseudo_labeling.alignment": "source_shares"}},
     "mask ratio 0.5": {"teacher": "cr", "settings": {"masking.ratio": 0.5}},
     "cube 4": {"teacher": "cr", "settings": {"masking.local_cube": 4}},
 }
@@ -130,6 +134,7 @@ class Runner:
               pretrained: Optional[str] = None) -> str:
         """``nnUNetv2_train``, unless its checkpoint_final exists; returns the model folder."""
         folder = self.model_folder(dataset, trainer, plans)
+        self.discard_if_settings_changed(name, folder, dataset, plans)
         if os.path.isfile(os.path.join(folder, f"fold_{fold}", "checkpoint_final.pth")):
             self.say(f"{name}: done earlier ({folder})")
             return folder
@@ -140,6 +145,22 @@ class Runner:
             cmd += ["-pretrained_weights", pretrained]
         self.sh(name, cmd)
         return folder
+
+    def discard_if_settings_changed(self, name: str, folder: str, dataset: int, plans: str) -> None:
+        """A model folder trained with other trainer settings than the plans variant has now (a budget changed
+        since) is removed, so that it trains again instead of being reported as "done earlier"."""
+        import shutil
+        recorded = os.path.join(folder, "plans.json")
+        if not os.path.isfile(recorded):
+            return
+        current = os.path.join(self.folder(dataset, "nnUNet_preprocessed"), plans + ".json")
+
+        def settings(path):
+            return json.load(open(path))["configurations"]["3d_fullres"].get("trainer_settings")
+
+        if settings(recorded) != settings(current):
+            self.say(f"{name}: {folder} was trained with other settings than {plans} has now; training again")
+            shutil.rmtree(folder)
 
     # ---- settings of the runs
     def source_settings(self, seed: int, **extra) -> dict:
@@ -218,6 +239,7 @@ class Runner:
         --c`` continues it, so a UDA warm-up that equals that source-only run is not trained again and the EMA
         teacher starts as that model. Skipped when the new model has trained past ``teacher_epochs``."""
         folder = self.model_folder(SOURCE, trainer, plans)
+        self.discard_if_settings_changed(name, folder, SOURCE, plans)
         if self._start_from(folder, teacher, teacher_epochs):
             self.say(f"{name}: done earlier ({folder})")
             return folder
@@ -284,12 +306,14 @@ class Runner:
         b = self.budget
         settings = {"seed": seed, "num_epochs": b.epochs + b.fed_rounds, "num_iterations_per_epoch": b.fed_iterations,
                     "client_iterations": b.fed_iterations, "num_val_iterations_per_epoch": b.val,
-                    "initial_lr": b.lr, "final_lr": b.lr / 100, "final_validation": False, **CONTRAST_RANDOMIZATION}
+                    "initial_lr": b.lr, "final_lr": b.lr / 100, "final_validation": False,
+                    "ema_schedule": b.fed_ema_schedule, **CONTRAST_RANDOMIZATION}
         plans = self.bench_plans("fed", seed)
         self.variant(SOURCE, b.plans, plans, settings)
         for dataset in TARGETS:  # the clients' copies: the server sends their learning rate and steps each round
-            self.variant(dataset, b.plans, plans, {"seed": seed})
+            self.variant(dataset, b.plans, plans, {"seed": seed, "ema_schedule": b.fed_ema_schedule})
         folder = self.model_folder(SOURCE, "nnUNetTrainerMAPSegFed", plans)
+        self.discard_if_settings_changed("fed", folder, SOURCE, plans)
         if self._start_from(folder, teacher, b.epochs):
             self.say("fed: done earlier")
             return folder

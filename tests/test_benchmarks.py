@@ -118,3 +118,37 @@ def test_clean_statistics_replay_reproduces_the_clean_pass_and_changes_the_maske
         x, g = b["data"] * (torch.rand_like(b["data"]) > 0.7), b["global"] * (torch.rand_like(b["global"]) > 0.7)
         masked = net(x, g, b["box"], with_aux=False)["logits"].argmax(1)
         assert not torch.equal(masked_with_clean_statistics(net, swap, b, x, g), masked)
+
+
+def test_a_model_trained_with_other_settings_trains_again(tmp_path, capsys):
+    """A budget changed since a model trained: its folder goes (so it trains again), an unchanged one stays."""
+    import os
+    import time
+    from benchmarks.runner import Runner
+    runner = Runner.__new__(Runner)
+    runner.t0, runner.env = time.time(), {"nnUNet_preprocessed": str(tmp_path / "pre")}
+    os.makedirs(tmp_path / "pre" / "Dataset951_Source")
+    model = tmp_path / "results" / "Trainer__P_bench__3d_fullres"
+    os.makedirs(model / "fold_0")
+
+    def plans(path, settings):
+        json.dump({"configurations": {"3d_fullres": {"patch_size": [8, 8, 8], "trainer_settings": settings}}},
+                  open(path, "w"))
+
+    plans(model / "plans.json", {"seed": 0, "ema_schedule": "large"})
+    plans(tmp_path / "pre" / "Dataset951_Source" / "P_bench.json", {"seed": 0, "ema_schedule": "large"})
+    runner.discard_if_settings_changed("fed", str(model), 951, "P_bench")
+    assert (model / "fold_0").is_dir()
+    plans(tmp_path / "pre" / "Dataset951_Source" / "P_bench.json", {"seed": 0, "ema_schedule": "small"})
+    runner.discard_if_settings_changed("fed", str(model), 951, "P_bench")
+    assert not model.exists() and "trained with other settings" in capsys.readouterr().out
+    runner.discard_if_settings_changed("fed", str(model), 951, "P_bench")  # nothing there: nothing to do
+
+
+def test_ablation_table_shows_each_class():
+    from benchmarks.report import ablation_table
+    results = _results()
+    results["ablations"] = {"aligned": {t: _scores(55.0) for t in TARGETS}}
+    lines = "\n".join(ablation_table(results, TARGETS))
+    assert "| aligned | 55.0 (45 / 55 / 65) | 55.0 (45 / 55 / 65) | 55.0 (45 / 55 / 65) |" in lines
+    assert "| its teacher (the source-only model it continues) | 45.0 (35 / 45 / 55) |" in lines
