@@ -20,6 +20,8 @@ held-out test labels:
   source labels only, the source-side budget; first seed;
 * ``source_only``: MAPSeg's source terms only (``nnUNetTrainerMAPSegUDA_noMPL``) from the MAE encoder; first seed;
 * ``source_only_cr``: the same with contrast randomization of the source views (the UDA teacher); every seed;
+* ``source_only_cr_matched``: ``source_only_cr`` continued for ``adapt_epochs`` without target terms, the
+  iteration-matched control of UDA (what masked pseudo-labeling itself adds); every seed;
 * ``uda_cr``: centralized MAPSeg (hard masked pseudo-labels, EMA teacher, GLC, contrast-randomized source views)
   continuing ``source_only_cr`` for ``adapt_epochs`` on the three targets together; every seed;
 * ``tta_cr``: test-time UDA per target from ``source_only_cr`` (source Dice before / after too); every seed;

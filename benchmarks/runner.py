@@ -47,7 +47,6 @@ class Budget:
 # 'teacher': the source-only model the adaptation continues ('cr': contrast-randomized, 'plain': without, 'cr_scratch':
 # contrast-randomized without MAE init); 'trainer': the adapting trainer; 'settings': trainer settings on top.
 ABLATIONS = {
-    "no MPL (source-only continued)": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noMPL"},
     "no contrast randomization": {"teacher": "plain", "contrast_randomization": False},
     "no MAE init": {"teacher": "cr_scratch"},
     "no GLC while adapting": {"teacher": "cr", "trainer": "nnUNetTrainerMAPSegUDA_noGLC"},
@@ -66,7 +65,7 @@ ABLATIONS = {
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
               fed_iterations=10, reference_seeds=[0], speed_repeats=3)
 QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
-               fed_iterations=2, val=1, ablations=["no MPL (source-only continued)", "mask ratio 0.5"],
+               fed_iterations=2, val=1, ablations=["cube 4", "mask ratio 0.5"],
                speed_repeats=2)
 
 
@@ -281,6 +280,9 @@ class Runner:
                                                         "nnUNetTrainer_settingsFromPlans", oplans)
             models["source_only"] = self.source_only(seed, mae, contrast_randomization=False)
         models["source_only_cr"] = self.source_only(seed, mae, contrast_randomization=True)
+        # the iteration-matched control: the teacher continued for UDA's adapting iterations without target terms
+        models["source_only_cr_matched"] = self.adapt("source_only_cr_matched", seed, models["source_only_cr"],
+                                                      "nnUNetTrainerMAPSegUDA_noMPL")
         models["uda_cr"] = self.adapt("uda_cr", seed, models["source_only_cr"],
                                       keep_epoch_checkpoints=b.selection and seed == b.seeds[0])
         for target in TARGETS:
