@@ -2,10 +2,12 @@
 
     python -m benchmarks.learning_curve [--epochs 20 --iterations 100 --seed 0 --eval_every 5]
     python -m benchmarks.learning_curve --plans MAPSegResEncPlansCPU --no_mae --tta_epochs 0 [...]
+    python -m benchmarks.learning_curve --plans MAPSegResEncPlansCPU --contrast_randomization --tta_epochs 0 [...]
 
 Trains the network of ``--plans`` (default: the paper's network, ``MAPSegPlansCPU``; ``MAPSegResEncPlansCPU``: the
 GLC ResEnc U-Net) with the source terms only (``nnUNetTrainerMAPSegUDA_noMPL``, from the benchmark's MAE encoder on
-the same plans unless ``--no_mae``) through stock ``nnUNetv2_train`` for
+the same plans unless ``--no_mae``; with ``--contrast_randomization`` on contrast-randomized source views, the UDA
+teacher's recipe) through stock ``nnUNetv2_train`` for
 ``epochs x iterations`` iterations on the benchmark's demo cohort
 (``work_dirs/benchmarks``, set up by ``python -m benchmarks.run`` or here), then reads nnU-Net's per-epoch source pseudo
 Dice from the checkpoint's log and predicts the three targets' test images with the final checkpoint (and with
@@ -20,6 +22,8 @@ import copy
 import json
 import os
 import sys
+
+from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
 from .cohort import CLASS_NAMES, PLANNERS, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
 from .evaluation import predict_and_score
@@ -39,6 +43,9 @@ def main(argv=None) -> None:
                              "of --iterations (0: none)")
     parser.add_argument("--plans", default=PLANS, choices=sorted(PLANNERS))
     parser.add_argument("--no_mae", action="store_true", help="start from nnU-Net's initialisation, not the MAE")
+    parser.add_argument("--contrast_randomization", action="store_true",
+                        help="contrast-randomized source views (the UDA teacher's recipe): where does its *target* "
+                             "Dice plateau?")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks"))
     parser.add_argument("--out", default=HERE)
     args = parser.parse_args(argv)
@@ -47,11 +54,13 @@ def main(argv=None) -> None:
     runner.setup()
     runner.plan(args.plans)
     mae = None if args.no_mae else runner.mae()
-    suffix = "" if args.plans == PLANS else f"_{args.plans}"
+    suffix = ("" if args.plans == PLANS else f"_{args.plans}") + ("_cr" if args.contrast_randomization else "")
     settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
                                       num_val_iterations_per_epoch=8, warmup_iterations=args.iterations,
-                                      keep_epoch_checkpoints=True)
-    plans = runner.variant(SOURCE, args.plans, f"{args.plans}_curve_s{args.seed}", settings)
+                                      keep_epoch_checkpoints=True,
+                                      **(CONTRAST_RANDOMIZATION if args.contrast_randomization else {}))
+    plans = runner.variant(SOURCE, args.plans, f"{args.plans}_curve{'_cr' if args.contrast_randomization else ''}"
+                                               f"_s{args.seed}", settings)
     model = runner.train(f"curve_source_only{suffix}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
     fold = os.path.join(model, "fold_0")
     import torch
