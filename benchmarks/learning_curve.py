@@ -54,13 +54,12 @@ def main(argv=None) -> None:
     runner.setup()
     runner.plan(args.plans)
     mae = None if args.no_mae else runner.mae()
-    suffix = ("" if args.plans == PLANS else f"_{args.plans}") + ("_cr" if args.contrast_randomization else "")
+    cr = "_cr" if args.contrast_randomization else ""
+    suffix = ("" if args.plans == PLANS else f"_{args.plans}") + cr
     settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,
                                       num_val_iterations_per_epoch=8, warmup_iterations=args.iterations,
-                                      keep_epoch_checkpoints=True,
-                                      **(CONTRAST_RANDOMIZATION if args.contrast_randomization else {}))
-    plans = runner.variant(SOURCE, args.plans, f"{args.plans}_curve{'_cr' if args.contrast_randomization else ''}"
-                                               f"_s{args.seed}", settings)
+                                      keep_epoch_checkpoints=True, **(CONTRAST_RANDOMIZATION if cr else {}))
+    plans = runner.variant(SOURCE, args.plans, f"{args.plans}_curve{cr}_s{args.seed}", settings)
     model = runner.train(f"curve_source_only{suffix}", SOURCE, "nnUNetTrainerMAPSegUDA_noMPL", plans, pretrained=mae)
     fold = os.path.join(model, "fold_0")
     import torch
