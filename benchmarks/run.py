@@ -24,7 +24,7 @@ held-out test labels:
   iteration-matched control of UDA (what masked pseudo-labeling itself adds); every seed;
 * ``uda_cr``: centralized MAPSeg (hard masked pseudo-labels, EMA teacher, GLC, contrast-randomized source views)
   continuing ``source_only_cr`` for ``adapt_epochs`` on the three targets together; every seed;
-* ``tta_cr``: test-time UDA per target from ``source_only_cr`` (source Dice before / after too); every seed;
+* ``tta_cr``: test-time UDA per target from ``source_only_cr`` (source Dice before / after too); first seed;
 * ``fed_cr``: Fed-MAPSeg (Flower simulation, one client per target) continuing ``source_only_cr`` for ``fed_rounds``;
   first seed;
 * ``oracle``: stock ``nnUNetTrainer`` trained on each target's own training images *with* labels; first seed.

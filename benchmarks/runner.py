@@ -35,10 +35,10 @@ class Budget:
     ablations: List[str] = field(default_factory=list)  # names in ABLATIONS run by default
     selection: bool = True
     speed_repeats: int = 5
-    reference_seeds: Optional[List[int]] = None  # seeds of floor, oracle and plain source-only (default: all seeds)
+    reference_seeds: Optional[List[int]] = None  # seeds of floor, oracle, plain source-only and test-time UDA (default: all)
 
     def is_reference(self, seed: int) -> bool:
-        """Whether ``seed`` runs the reference models (and test-time UDA's source check)."""
+        """Whether ``seed`` runs the reference models and test-time UDA."""
         return self.reference_seeds is None or seed in self.reference_seeds
 
 
@@ -59,8 +59,8 @@ ABLATIONS = {
 }
 
 # 90 minutes on 2 cores for the main table (3 seeds, the U-Net path): 240 source iterations (the U-Net's pseudo Dice
-# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting; floor, oracle and the plain source-only
-# model on the first seed. The ablations are a second invocation in the same work folder (make
+# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting and the iteration-matched control on every
+# seed; floor, oracle, the plain source-only model and test-time UDA on the first seed (all on every seed: ~8 min over). The ablations are a second invocation in the same work folder (make
 # benchmarks-ablations), which reuses every finished training and prediction.
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
               fed_iterations=10, reference_seeds=[0], speed_repeats=3)
@@ -266,9 +266,9 @@ class Runner:
 
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
         """Train one seed's models; returns {method: model folder} (test-time UDA and oracles: {'tta_cr/<target>':
-        folder}, {'oracle/<target>': folder}). Floor, oracle and the plain source-only model on the reference
-        seeds; the contrast-randomized source-only model, UDA continuing it, and test-time UDA from it on every
-        seed."""
+        folder}, {'oracle/<target>': folder}). Floor, oracle, the plain source-only model and test-time UDA on the
+        reference seeds; the contrast-randomized source-only model, its iteration-matched continuation and UDA
+        continuing it on every seed."""
         b = self.budget
         models = {}
         if b.is_reference(seed):
@@ -285,7 +285,7 @@ class Runner:
                                                       "nnUNetTrainerMAPSegUDA_noMPL")
         models["uda_cr"] = self.adapt("uda_cr", seed, models["source_only_cr"],
                                       keep_epoch_checkpoints=b.selection and seed == b.seeds[0])
-        for target in TARGETS:
+        for target in TARGETS if b.is_reference(seed) else ():
             models[f"tta_cr/{target}"] = self.test_time(seed, target, models["source_only_cr"])
         return models
 
