@@ -35,7 +35,8 @@ class Budget:
     ablations: List[str] = field(default_factory=list)  # names in ABLATIONS run by default
     selection: bool = True
     speed_repeats: int = 5
-    reference_seeds: Optional[List[int]] = None  # seeds of floor, oracle, plain source-only and test-time UDA (default: all)
+    # seeds of floor, oracle, plain source-only and test-time UDA (default: all seeds)
+    reference_seeds: Optional[List[int]] = None
 
     def is_reference(self, seed: int) -> bool:
         """Whether ``seed`` runs the reference models and test-time UDA."""
@@ -59,9 +60,10 @@ ABLATIONS = {
 }
 
 # 90 minutes on 2 cores for the main table (3 seeds, the U-Net path): 240 source iterations (the U-Net's pseudo Dice
-# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting and the iteration-matched control on every
-# seed; floor, oracle, the plain source-only model and test-time UDA on the first seed (all on every seed: ~8 min over). The ablations are a second invocation in the same work folder (make
-# benchmarks-ablations), which reuses every finished training and prediction.
+# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting and the iteration-matched control on
+# every seed; floor, oracle, the plain source-only model and test-time UDA on the first seed (80 min from scratch;
+# test-time UDA on every seed would add about 8). The ablations are a second invocation in the same work folder
+# (make benchmarks-ablations), which reuses every finished training and prediction.
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
               fed_iterations=10, reference_seeds=[0], speed_repeats=3)
 QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
