@@ -48,16 +48,21 @@ def score_folder(prediction_folder: str, label_folder: str) -> dict:
 
 def predict_folder(model_folder: str, images: str, output: str, checkpoint: str = "checkpoint_final.pth",
                    fold: str = "0", log: Optional[str] = None, step: float = 0.833, gaussian: bool = True,
-                   mirroring: bool = False) -> float:
+                   mirroring: bool = False, network_attributes: Optional[dict] = None) -> float:
     """nnUNetPredictor on a folder of images (its messages go to ``log``); returns the seconds spent predicting
-    (model loading excluded). Defaults are the benchmarks' inference settings (the paper's stride 80 of 96)."""
+    (model loading excluded). Defaults are the benchmarks' inference settings (the paper's stride 80 of 96).
+    ``network_attributes`` overrides prediction settings the network carries (e.g.
+    ``mapseg_outside_box_is_background``)."""
     os.makedirs(output, exist_ok=True)
+    attributes = tuple(sorted((network_attributes or {}).items()))
     with open(log or os.devnull, "a") as f, contextlib.redirect_stdout(f):
-        return _predict_folder(model_folder, images, output, checkpoint, fold, step, gaussian, mirroring)
+        return _predict_folder(model_folder, images, output, checkpoint, fold, step, gaussian, mirroring,
+                               attributes)
 
 
 @functools.lru_cache(maxsize=1)  # a model's targets are predicted one after the other: load it once
-def _predictor(model_folder: str, checkpoint: str, fold: str, step: float, gaussian: bool, mirroring: bool):
+def _predictor(model_folder: str, checkpoint: str, fold: str, step: float, gaussian: bool, mirroring: bool,
+               attributes: tuple = ()):
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
     predictor = nnUNetPredictor(tile_step_size=step, use_gaussian=gaussian, use_mirroring=mirroring,
                                 device=torch.device("cpu"), verbose=False, verbose_preprocessing=False,
@@ -66,12 +71,15 @@ def _predictor(model_folder: str, checkpoint: str, fold: str, step: float, gauss
                                                    checkpoint_name=checkpoint)
     if mirroring and not predictor.allowed_mirroring_axes:
         predictor.allowed_mirroring_axes = (0, 1, 2)  # trained without flips: mirror all axes when asked to
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
+    for name, value in attributes:
+        setattr(unwrap_network(predictor.network), name, value)
     return predictor
 
 
 def _predict_folder(model_folder: str, images: str, output: str, checkpoint: str, fold: str, step: float,
-                    gaussian: bool, mirroring: bool) -> float:
-    predictor = _predictor(model_folder, checkpoint, fold, step, gaussian, mirroring)
+                    gaussian: bool, mirroring: bool, attributes: tuple = ()) -> float:
+    predictor = _predictor(model_folder, checkpoint, fold, step, gaussian, mirroring, attributes)
     start = time.perf_counter()
     predictor.predict_from_files_sequential(images, output, save_probabilities=False, overwrite=True)
     return time.perf_counter() - start

@@ -89,7 +89,8 @@ hook.normalize_case = counting
 p.list_of_parameters = [p.list_of_parameters[0]] * 2
 ensemble = p.predict_logits_from_preprocessed_data(torch.from_numpy(raw))
 assert len(calls) == 1, calls
-assert torch.allclose(ensemble, library, atol=1e-5), (ensemble - library).abs().max()
+# float32 sums in another order: rounding relative to logits of order 10 (and the exact -1e4 background fill)
+assert torch.allclose(ensemble, library, rtol=1e-5, atol=1e-4), (ensemble - library).abs().max()
 hook.normalize_case = normalize_case
 net.mapseg_glc_inference = False  # nnU-Net's own patch-wise windows on the same normalised case
 patch_wise = p.predict_sliding_window_return_logits(torch.from_numpy(raw)).float()

@@ -38,7 +38,8 @@ def make_case(shape, margin=3, seed=0):
 
 
 def plain_glc(net, case, starts):
-    """Uniformly averaged windows; global view = foreground box resized to the patch; box by the formula."""
+    """Uniformly averaged windows; global view = foreground box resized to the patch; box by the formula (not
+    clipped to the view: where a window leaves the foreground box, its global context is empty)."""
     fg = [(m, s - m) for m, s in zip((3, 3, 3), case.shape[1:])]  # make_case's foreground
     crop = case[:, fg[0][0]:fg[0][1], fg[1][0]:fg[1][1], fg[2][0]:fg[2][1]]
     view = F.interpolate(crop[None], size=PATCH, mode="trilinear", align_corners=False)
@@ -47,7 +48,7 @@ def plain_glc(net, case, starts):
     for start in starts:
         window = tuple(slice(s, s + p) for s, p in zip(start, PATCH))
         box = torch.tensor([[[(s - lo) * p / (hi - lo), (s + p - lo) * p / (hi - lo)]
-                             for s, p, (lo, hi) in zip(start, PATCH, fg)]]).clamp(0, PATCH[0])
+                             for s, p, (lo, hi) in zip(start, PATCH, fg)]])
         with torch.no_grad():
             logits = net(case[(slice(None),) + window][None], view, box, with_aux=False)["logits"][0]
         out[(slice(None),) + window] += logits
@@ -60,9 +61,17 @@ def test_glc_sliding_window_equals_plain_reimplementation(net):
     # nnU-Net's steps for step 0.5: x 0, 8, 16; y 0, 8; z 0
     starts = list(itertools.product((0, 8, 16), (0, 8), (0,)))
     expected = plain_glc(net, case, starts)
-    got = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, use_gaussian=False)
+    got = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, use_gaussian=False,
+                                    outside_box_is_background=False)
     assert got.shape == (3, 32, 24, 16)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+    # the default rule: background outside the foreground box (make_case's 3-voxel margin), the same inside
+    ruled = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, use_gaussian=False)
+    inside = (slice(None), slice(3, 29), slice(3, 21), slice(3, 13))
+    torch.testing.assert_close(ruled[inside], expected[inside], atol=1e-5, rtol=1e-5)
+    outside = torch.ones(case.shape[1:], dtype=torch.bool)
+    outside[inside[1:]] = False
+    assert (ruled.argmax(0)[outside] == 0).all() and (expected.argmax(0)[outside] != 0).any()
 
 
 def test_global_context_changes_the_prediction(net):

@@ -166,7 +166,8 @@ def test_samples_after_the_first_visit_read_only_the_patch_region(aug):
 def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, aug):
     """Without an affine (unaugmented, flipped) a sample equals the whole-case computation: normalise the whole
     case (jittered percentile), mirror and pad it, crop the patch, resize the foreground box (nnU-Net's resize)."""
-    from mapseg_nnunet.data.global_local import CaseSampler, case_foreground_box, sample_local_start
+    from mapseg_nnunet.data.foreground_box import case_foreground_box, sample_local_start
+    from mapseg_nnunet.data.global_local import CaseSampler
     from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
     from mapseg_nnunet.data.synthetic import zscored_brain_case
     rng = np.random.default_rng(seed)

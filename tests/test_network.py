@@ -46,9 +46,24 @@ def test_output_shapes(in_channels, classes):
     assert out["local_features"].shape == out["global_crop"].shape == (2, 32, 12, 12, 12)
 
 
-def test_latent_boxes_floor_ceil_and_clipping():
+def test_latent_boxes_floor_ceil_and_beyond_the_grid():
     boxes = torch.tensor([[[0, 24], [5, 43], [47, 48]]])
     assert latent_boxes(boxes, 4, (12, 12, 12)).tolist() == [[[0, 6], [1, 11], [11, 12]]]
+    # a patch reaching beyond the global view (whole-volume scans) keeps its place: not clipped, one cell at least
+    boxes = torch.tensor([[[-10.0, 22.0], [40.0, 70.0], [48.0, 48.0]]])
+    assert latent_boxes(boxes, 4, (12, 12, 12)).tolist() == [[[-3, 6], [10, 18], [12, 13]]]
+
+
+def test_the_global_crop_is_zero_beyond_the_map_and_aligned_within_it():
+    torch.manual_seed(0)
+    global_map = torch.rand(2, 3, 8, 8, 8, dtype=torch.float64)
+    boxes = torch.tensor([[[-2, 6], [0, 8], [4, 12]], [[9, 11], [0, 8], [0, 8]]])
+    crops = crop_and_resize(global_map, boxes, (8, 8, 8))  # sizes 8: the resize is the identity
+    torch.testing.assert_close(crops[0, :, 2:, :, :4], global_map[0, :, :6, :, 4:])
+    assert crops[0, :, :2].abs().max() == 0 and crops[0, :, :, :, 4:].abs().max() == 0
+    assert crops[1].abs().max() == 0  # wholly outside: no global context
+    inside = torch.tensor([[[1, 5], [2, 8], [0, 3]]] * 2)
+    torch.testing.assert_close(crop_and_resize(global_map, inside, (4, 6, 3)), global_map[:, :, 1:5, 2:8, 0:3])
 
 
 def test_glc_crop_matches_brute_force_on_coordinate_volume():

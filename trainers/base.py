@@ -14,6 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.atomic import atomic_path
+from mapseg_nnunet.data.foreground_box import OUTSIDE_BOX_IS_BACKGROUND
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.method.losses import MAPSegLossWeights
 from mapseg_nnunet.planning.mapseg_configuration import adapt_plans
@@ -45,6 +46,9 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         self.activation_checkpointing = False  # recompute encoder activations in backward (larger patches on GPUs)
         self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
         self.progress_interval_s = 60.0  # a progress line (iteration, it/s) this often within an epoch; 0: off
+        # outside the case's foreground box every prediction is background (mapseg_nnunet.data.foreground_box);
+        # oversample_foreground_percent (nnU-Net's) is the share of local patches drawn inside that box
+        self.outside_box_is_background = OUTSIDE_BOX_IS_BACKGROUND
 
     def initialize(self):
         super().initialize()  # PlansTrainerSettings: the plans' settings first, then nnU-Net's
@@ -66,6 +70,8 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         # variants trained without GLC predict with the patch as its own context
         network.mapseg_glc_inference = bool(effective_setting(cls, configuration_manager, "loss_weights.use_glc",
                                                               MAPSegLossWeights.use_glc))
+        network.mapseg_outside_box_is_background = bool(effective_setting(
+            cls, configuration_manager, "outside_box_is_background", OUTSIDE_BOX_IS_BACKGROUND))
         predictor_hook.install()
         return network
 

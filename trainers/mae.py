@@ -45,6 +45,9 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         self.masking = MaskingSettings()
         self.augmentation = GlobalLocalAugmentation()  # affine p 0.35, scale 0.75-1.5, +-40 deg, flips
         self.domain_roles = ("target", "pool")
+        # local patches inside the foreground box only: reconstructing a constant background teaches nothing
+        # (the segmentation trainers draw nnU-Net's share of random patches)
+        self.oversample_foreground_percent = 1.0
         self.best_skill_ema = None
         self._loader_wait = 0.0
         self._step_time = 0.0
@@ -77,10 +80,11 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         self.print_to_log_file("MAE domains (sampled uniformly): " + ", ".join(
             f"{name} ({len(ds.identifiers)} cases)" for name, ds in domains))
         patch = self.configuration_manager.patch_size
+        in_box = self.oversample_foreground_percent
         train = GlobalLocalDataLoader(domains, self.batch_size, patch, self.intensity_settings, self.augmentation,
-                                      with_labels=False)
+                                      with_labels=False, box_probability=in_box)
         val = GlobalLocalDataLoader(domains, self.batch_size, patch, self.intensity_settings, NO_AUGMENTATION,
-                                    with_labels=False, training=False)
+                                    with_labels=False, training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device)
 
     def _reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):

@@ -16,6 +16,7 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
+from mapseg_nnunet.data.foreground_box import logits_outside_box_to_background_
 from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
                                              SourceTargetLoader, single_dataset_loaders)
 from mapseg_nnunet.data.target_registry import training_domains
@@ -91,13 +92,15 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                                           self.label_manager.num_segmentation_heads)
             self.print_to_log_file("Pseudo-labels aligned to the source's foreground class shares "
                                    + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist()))
+        in_box = self.oversample_foreground_percent
         train = SourceTargetLoader(
             GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True,
-                                  views=self.source_intensity),
+                                  views=self.source_intensity, box_probability=in_box),
             GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False,
-                                  student=self.target_student_intensity) if targets else None)
+                                  student=self.target_student_intensity, box_probability=in_box)
+            if targets else None)
         val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
-                                    training=False)
+                                    training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device)
 
     def target_site_dataloaders(self):
@@ -111,7 +114,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return wrap_in_augmenter(*single_dataset_loaders(
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
             self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation, student=self.target_student_intensity), self.device)
+            self.target_augmentation, student=self.target_student_intensity,
+            box_probability=self.oversample_foreground_percent), self.device)
 
     def _to_device(self, batch):
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
@@ -143,7 +147,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
                                               self._to_device(batch["target"]), self.loss_weights, self.masking,
                                               pseudo_labeling=self.pseudo_labeling,
-                                              source_shares=self.source_class_shares)
+                                              source_shares=self.source_class_shares,
+                                              outside_box_is_background=self.outside_box_is_background)
                 loss = loss + t_loss
                 self._record_pseudo_labels(t_parts)
             return (loss,)
@@ -155,7 +160,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         def compute_loss():
             loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
                                       self.loss_weights, self.masking, self_supervised=True,
-                                      pseudo_labeling=self.pseudo_labeling)
+                                      pseudo_labeling=self.pseudo_labeling,
+                                      outside_box_is_background=self.outside_box_is_background)
             self._record_pseudo_labels(parts)
             return (loss,)
 
@@ -189,6 +195,9 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         batch = self._to_device(batch)
         logits = self.network(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
             if self.loss_weights.use_glc else self.network(batch["data"])
+        if self.outside_box_is_background:  # as nnUNetv2_predict labels the case
+            logits = logits_outside_box_to_background_(logits, batch["voxels_in_box"],
+                                                       self.label_manager.has_regions)
         return validation_output(self.loss(logits, batch["target"]), logits, batch["target"])
 
     def on_validation_epoch_end(self, val_outputs):

@@ -52,24 +52,32 @@ def glc_forward(network: GLCNetwork, x: torch.Tensor, global_view: torch.Tensor,
 
 def latent_boxes(boxes: torch.Tensor, stride, latent_shape: Sequence[int]) -> torch.Tensor:
     """Voxel boxes ``(B, 3, 2)`` [start, end) in the global view -> integer boxes in a feature grid of ``stride``
-    (a number or one per axis): floor(start / stride), ceil(end / stride), at least one cell wide, clipped to the
-    grid."""
+    (a number or one per axis): floor(start / stride), ceil(end / stride), at least one cell wide. Boxes are not
+    clipped to the grid: a local patch that reaches beyond the case's foreground box (whole-volume scans) reaches
+    beyond the global view, where :func:`crop_and_resize` gives no context (zeros), so the global features stay
+    aligned with the local ones. ``latent_shape`` is the grid's (kept for the callers' signature)."""
     boxes = boxes.to(torch.float64)
     stride = torch.as_tensor(stride, dtype=torch.float64, device=boxes.device)
     lo = torch.floor(boxes[..., 0] / stride)
-    hi = torch.ceil(boxes[..., 1] / stride)
-    size = torch.as_tensor(list(latent_shape), dtype=torch.float64, device=boxes.device)
-    lo = torch.minimum(torch.clamp(lo, min=0), size - 1)
-    hi = torch.minimum(torch.maximum(hi, lo + 1), size)
+    hi = torch.maximum(torch.ceil(boxes[..., 1] / stride), lo + 1)
     return torch.stack([lo, hi], dim=-1).to(torch.int64)
 
 
 def crop_and_resize(global_map: torch.Tensor, boxes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """Crop each sample's map at its own integer box ``(B, 3, 2)`` and resize it trilinearly (align_corners=True)
-    to ``size``."""
+    to ``size``; the parts of a box outside the map are zeros (no global context there)."""
     crops = []
+    grid = global_map.shape[2:]
     for b in range(global_map.shape[0]):
-        (x0, x1), (y0, y1), (z0, z1) = boxes[b].tolist()
-        crop = global_map[b:b + 1, :, x0:x1, y0:y1, z0:z1]
+        box = boxes[b].tolist()
+        if all(0 <= lo and hi <= n for (lo, hi), n in zip(box, grid)):
+            crop = global_map[b:b + 1, :, box[0][0]:box[0][1], box[1][0]:box[1][1], box[2][0]:box[2][1]]
+        else:
+            crop = global_map.new_zeros((1, global_map.shape[1], *[hi - lo for lo, hi in box]))
+            inside = [(max(lo, 0), min(hi, n)) for (lo, hi), n in zip(box, grid)]
+            if all(a < z for a, z in inside):
+                crop[(slice(None), slice(None)) + tuple(slice(a - lo, z - lo) for (a, z), (lo, _) in
+                                                         zip(inside, box))] = \
+                    global_map[(slice(b, b + 1), slice(None)) + tuple(slice(a, z) for a, z in inside)]
         crops.append(F.interpolate(crop, size=tuple(size), mode="trilinear", align_corners=True))
     return torch.cat(crops, dim=0)

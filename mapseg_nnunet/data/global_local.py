@@ -8,15 +8,19 @@ view come from the same transformed volume ``T`` and the box is exact:
 2. with probability ``affine_probability`` a random affine about the case centre (isotropic scale, rotations
    about the three axes), image trilinear, labels nearest; then random flips per axis (MAE); ``T`` is zero-padded
    to at least the patch size (:class:`SampleTransform`);
-3. foreground box = :func:`case_foreground_box`: the bounding box of the voxels that differ from the case's
-   constant background in any channel (0 after MAPSeg's intensity rules), within nnU-Net's non-zero mask
-   (``seg >= 0``) when there is a segmentation. The predictor (:func:`mapseg_nnunet.inference.glc.global_view`)
-   uses the same function, so training and prediction agree on the global view also when the raw background is a
-   non-zero constant (z-scored MRI), where nnU-Net's crop to non-zero crops nothing and ``seg >= 0`` is the whole
-   case. In ``T`` it is the case's box mirrored and shifted, or, after an affine, the bounding box of the
-   transformed foreground's convex hull (within one voxel of the transformed mask's);
-4. local patch start uniform such that the patch stays inside the foreground box (centred when the box is
-   smaller than the patch);
+3. foreground box = :func:`~mapseg_nnunet.data.foreground_box.case_foreground_box`: the bounding box of the
+   voxels that differ from the case's constant background in any channel (0 after MAPSeg's intensity rules),
+   within nnU-Net's non-zero mask (``seg >= 0``) when there is a segmentation. The predictor
+   (:func:`mapseg_nnunet.inference.glc.global_view`) uses the same function, so training and prediction agree on
+   the global view also when the raw background is a non-zero constant (z-scored MRI), where nnU-Net's crop to
+   non-zero crops nothing and ``seg >= 0`` is the whole case. In ``T`` it is the case's box mirrored and shifted,
+   or, after an affine, the bounding box of the transformed foreground's convex hull (within one voxel of the
+   transformed mask's);
+4. local patch start (:func:`~mapseg_nnunet.data.foreground_box.sample_local_start`): with probability
+   ``box_probability`` uniform such that the patch stays inside the foreground box (centred when the box is
+   smaller than the patch), otherwise uniform over the whole transformed case (nnU-Net's random patches), so that
+   whole-volume scans also show the network their constant background; the patch's voxels inside the box are
+   recorded (``voxels_in_box``) for the rule that outside the box is background;
 5. global view = the foreground box of ``T`` resized to the patch size per axis (anisotropically, as the
    reference), images trilinear (``align_corners=False``, as ``F.interpolate``), labels nearest;
 6. box of the local patch in global voxel units, ``[lo, hi)`` per axis: ``(start - box_start) * patch / box_size``.
@@ -50,7 +54,9 @@ import torch
 import torch.nn.functional as F
 from batchgenerators.dataloading.data_loader import DataLoader
 
-from mapseg_nnunet.data.intensity import CaseIntensity, background_value, draw_training_percentile
+from mapseg_nnunet.data.foreground_box import (box_in_global_view, case_foreground_mask, foreground_box,
+                                               patch_voxels_in_box, sample_local_start)
+from mapseg_nnunet.data.intensity import CaseIntensity, draw_training_percentile
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation, transform_views
 
 
@@ -76,65 +82,6 @@ def _rotation(angles: np.ndarray) -> np.ndarray:
     ry = np.array([[cy, 0, sy], [0, 1, 0], [-sy, 0, cy]])
     rz = np.array([[cz, -sz, 0], [sz, cz, 0], [0, 0, 1]])
     return rx @ ry @ rz
-
-
-def foreground_box(mask: np.ndarray) -> np.ndarray:
-    """(3, 2) [start, end) of the non-zero voxels of ``mask`` (X, Y, Z); the whole array when empty."""
-    box = np.zeros((3, 2), dtype=np.int64)
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        hits = np.nonzero(mask.any(axis=other))[0]
-        box[axis] = (hits[0], hits[-1] + 1) if hits.size else (0, mask.shape[axis])
-    return box
-
-
-def case_foreground_mask(image: np.ndarray, seg: Optional[np.ndarray] = None) -> np.ndarray:
-    """(X, Y, Z) foreground of a case ``image`` (C, X, Y, Z): voxels differing from their channel's constant
-    background (:func:`mapseg_nnunet.data.intensity.background_value`; exactly 0 after MAPSeg's intensity rules) in
-    any channel, within ``seg >= 0`` (nnU-Net's non-zero mask) when ``seg`` (1, X, Y, Z) is given. Channels without
-    a constant background do not restrict it; a case where no channel has one is foreground everywhere."""
-    image = np.asarray(image)
-    mask = None
-    for channel in image:
-        background = background_value(channel, 0.0)
-        if background is not None:
-            differs = channel != background
-            mask = differs if mask is None else mask | differs
-    if mask is None:
-        mask = np.ones(image.shape[1:], dtype=bool)
-    if seg is not None:
-        mask &= np.asarray(seg)[0] >= 0
-    return mask
-
-
-def case_foreground_box(image: np.ndarray, seg: Optional[np.ndarray] = None) -> np.ndarray:
-    """(3, 2) [start, end) of :func:`case_foreground_mask`: the box the global view shows, in training and in
-    prediction alike."""
-    return foreground_box(case_foreground_mask(image, seg))
-
-
-def sample_local_start(box: np.ndarray, patch: Sequence[int], shape: Sequence[int],
-                       rng: np.random.Generator) -> np.ndarray:
-    """Uniform patch start keeping the patch inside the foreground box; centred on smaller boxes."""
-    start = np.zeros(3, dtype=np.int64)
-    for axis in range(3):
-        lo, hi = box[axis]
-        p, s = patch[axis], shape[axis]
-        if hi - lo >= p:
-            start[axis] = rng.integers(lo, hi - p + 1)
-        else:
-            start[axis] = (lo + hi - p) // 2
-        start[axis] = int(np.clip(start[axis], 0, s - p))
-    return start
-
-
-def box_in_global_view(start: Sequence[int], patch: Sequence[int], foreground: np.ndarray) -> np.ndarray:
-    """(3, 2) float32 box ``[lo, hi)`` of the local patch starting at ``start`` inside the global view (the
-    ``foreground`` box (3, 2) of the case resized to ``patch``), clipped to the view: step 6 above."""
-    start, patch = np.asarray(start, dtype=np.float64), np.asarray(patch, dtype=np.float64)
-    scale = patch / (foreground[:, 1] - foreground[:, 0])
-    box = np.stack([(start - foreground[:, 0]) * scale, (start + patch - foreground[:, 0]) * scale], axis=1)
-    return np.clip(box, 0, patch[:, None]).astype(np.float32)
 
 
 @dataclass(frozen=True)
@@ -334,17 +281,19 @@ class CaseSampler:
         return np.stack([lo, hi], 1)
 
     def sample(self, image, seg, rng: np.random.Generator, aug: GlobalLocalAugmentation,
-               percentile: Optional[float] = None) -> Dict[str, np.ndarray]:
-        """One sample; ``image`` / ``seg`` are the case's arrays (read lazily: only the local region)."""
+               percentile: Optional[float] = None, box_probability: float = 1.0) -> Dict[str, np.ndarray]:
+        """One sample; ``image`` / ``seg`` are the case's arrays (read lazily: only the local region). The local
+        patch lies inside the foreground box with probability ``box_probability``, else anywhere in the case."""
         patch = np.array(self.patch)
         t = draw_transform(self.shape, patch, aug, rng)
         box = self.transformed_box(t)
-        start = sample_local_start(box, patch, t.padded, rng)
+        start = sample_local_start(box, patch, t.padded, rng, box_probability)
 
         def normalize(values):
             return self.intensity.normalize(values, percentile)
 
-        out = {"box": box_in_global_view(start, patch, box), "foreground": box}
+        out = {"box": box_in_global_view(start, patch, box), "foreground": box,
+               "voxels_in_box": patch_voxels_in_box(start, patch, box)}
         if not t.affine:
             # integer voxels: read the patch's region, mirror it where flipped, pad outside the case
             o_lo = start - np.array(t.before)
@@ -400,15 +349,17 @@ def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Seq
                         aug: GlobalLocalAugmentation, rng: np.random.Generator) -> Dict[str, np.ndarray]:
     """One training sample from a whole case. ``image`` (C, X, Y, Z) already intensity-normalised; ``seg``
     (1, X, Y, Z) with nnU-Net's convention (-1 outside the non-zero mask) or None. ``foreground`` in the result is
-    the case's foreground box (:func:`case_foreground_box`) in voxels of the transformed, padded case. (The data
-    loaders keep a :class:`CaseSampler` per case instead of building one per sample.)"""
+    the case's foreground box (:func:`~mapseg_nnunet.data.foreground_box.case_foreground_box`) in voxels of the
+    transformed, padded case. (The data loaders keep a :class:`CaseSampler` per case instead of building one per
+    sample.)"""
     return CaseSampler(image, seg, patch, None, seg is not None).sample(image, seg, rng, aug)
 
 
 class GlobalLocalDataLoader(DataLoader):
     """Batches of global-local samples from one or more domains (nnU-Net datasets), domain-balanced.
 
-    Keys: ``data``, ``global`` (B, C, *patch) float32, ``box`` (B, 3, 2), ``domain`` (B,) int64, ``keys``;
+    Keys: ``data``, ``global`` (B, C, *patch) float32, ``box`` (B, 3, 2), ``voxels_in_box`` (B, 3, 2) int64 (the
+    patch's voxels inside the case's foreground box), ``domain`` (B,) int64, ``keys``;
     ``target``/``global_target`` (B, 1, *patch) when ``with_labels``; ``student_data``/``student_global`` when
     ``student`` augmentation is active. Labeled domains keep nnU-Net's -1 outside the non-zero mask; callers map it
     to background for the loss."""
@@ -416,7 +367,8 @@ class GlobalLocalDataLoader(DataLoader):
     def __init__(self, domains: List[Tuple[str, object]], batch_size: int, patch_size: Sequence[int],
                  intensity: Optional[dict], augmentation: GlobalLocalAugmentation, with_labels: bool,
                  training: bool = True, views: Optional[IntensityAugmentation] = None,
-                 student: Optional[IntensityAugmentation] = None, cache_bytes: int = SAMPLER_CACHE_BYTES):
+                 student: Optional[IntensityAugmentation] = None, cache_bytes: int = SAMPLER_CACHE_BYTES,
+                 box_probability: float = 1.0):
         super().__init__(domains, batch_size, 1, None, True, False, True)
         if not domains:
             raise ValueError("GlobalLocalDataLoader needs at least one domain")
@@ -430,6 +382,10 @@ class GlobalLocalDataLoader(DataLoader):
         self.student_transforms = student.transforms() if student is not None and student.active else []
         self.rng = None
         self.cache_bytes = cache_bytes
+        if not 0 <= box_probability <= 1:
+            raise ValueError(f"the probability of a local patch inside the foreground box (the trainer's "
+                             f"oversample_foreground_percent) must be in [0, 1], got {box_probability}")
+        self.box_probability = float(box_probability)  # else the patch lies anywhere in the case
         self._cases: "OrderedDict[tuple, CaseSampler]" = OrderedDict()
         self._cached_bytes = 0
 
@@ -469,10 +425,11 @@ class GlobalLocalDataLoader(DataLoader):
             if self.intensity is not None and self.training:
                 percentile = draw_training_percentile(self.intensity, rng)
             sampler = self._case_sampler((d, key), data, seg)
-            samples.append(sampler.sample(data, seg, rng, self.augmentation, percentile))
+            samples.append(sampler.sample(data, seg, rng, self.augmentation, percentile, self.box_probability))
             domains.append(d)
             keys.append(f"{self.domains[d][0]}/{key}")
-        batch = {k: torch.from_numpy(np.stack([s[k] for s in samples])) for k in ("data", "global", "box")}
+        batch = {k: torch.from_numpy(np.stack([s[k] for s in samples]))
+                 for k in ("data", "global", "box", "voxels_in_box")}
         if self.view_transforms:
             views = [transform_views(self.view_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
             batch["data"], batch["global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
@@ -504,12 +461,13 @@ class SourceTargetLoader(DataLoader):
 def single_dataset_loaders(name: str, folder: str, dataset_class, train_keys: Sequence[str],
                            val_keys: Sequence[str], batch_size: int, patch_size: Sequence[int],
                            intensity: Optional[dict], augmentation: GlobalLocalAugmentation,
-                           student: Optional[IntensityAugmentation] = None
+                           student: Optional[IntensityAugmentation] = None, box_probability: float = 1.0
                            ) -> Tuple[GlobalLocalDataLoader, GlobalLocalDataLoader]:
     """Unlabeled training and validation loaders on one dataset's own cases (a target site: test-time UDA and
-    federated clients); validation samples are unaugmented."""
+    federated clients); validation samples are unaugmented. Both draw local patches inside the foreground box with
+    probability ``box_probability``."""
     train = GlobalLocalDataLoader([(name, dataset_class(folder, train_keys))], batch_size, patch_size, intensity,
-                                  augmentation, False, student=student)
+                                  augmentation, False, student=student, box_probability=box_probability)
     val = GlobalLocalDataLoader([(name, dataset_class(folder, val_keys))], batch_size, patch_size, intensity,
-                                NO_AUGMENTATION, False, training=False)
+                                NO_AUGMENTATION, False, training=False, box_probability=box_probability)
     return train, val

@@ -17,7 +17,7 @@ plans (``configurations[c]['mapseg']['intensity']['channel_rules']``):
 Then each channel is scaled into [0, 1] by its own percentile over the whole scan:
 ``x <- clip((x - min) / (P_p(x) - min), 0, 1)``, with p = 99.5 at inference and, during training, p drawn from
 U(99, 100) with probability 0.35 (otherwise 99.5). Background therefore ends exactly at 0, which is what the
-foreground box of the global view (:func:`mapseg_nnunet.data.global_local.foreground_box`) relies on.
+foreground box of the global view (:func:`mapseg_nnunet.data.foreground_box.case_foreground_box`) relies on.
 
 ``None`` as settings means the data were already normalised by nnU-Net's own scheme (stock plans) and are used as
 they are.

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import os
 
-
 import numpy as np
 import SimpleITK as sitk
 
 from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+
+from mapseg_nnunet.data.foreground_box import foreground_box
 
 
 def _case(rng: np.random.Generator, shape, num_classes: int):
@@ -104,4 +105,46 @@ def write_zscored_dataset(raw_folder: str, dataset_id: int, name: str = "ZScored
             nibabel.save(nibabel.Nifti1Image(label, affine), os.path.join(folder, "labelsTr", f"case{i:03d}.nii.gz"))
     labels = {"background": 0, **{f"class{c}": c for c in range(1, num_classes)}}
     generate_dataset_json(folder, {0: channel_name}, labels, num_cases, ".nii.gz", dataset_name=name)
+    return folder
+
+
+def whole_volume_case(rng: np.random.Generator, field=(128, 128, 128), object_shape=(40, 40, 40)):
+    """A brain-like object of about ``object_shape`` voxels (class 1: textured tissue, class 2: a brighter core
+    inside it) at a random place in a much larger field of view, z-scored over the whole volume, so that the air
+    around it is one constant negative value that fills most of the case (a whole-volume scan as distributed;
+    nnU-Net's crop to non-zero crops nothing). Returns ``(image float32, label uint8, object box (3, 2)
+    [start, end))``."""
+    field, object_shape = np.asarray(field), np.asarray(object_shape)
+    start = np.array([rng.integers(4, f - o - 3) for f, o in zip(field, object_shape)])
+    grid = np.stack(np.meshgrid(*[np.arange(s) for s in field], indexing="ij"), -1).astype(np.float32)
+    centre = start + object_shape / 2 + rng.uniform(-1, 1, 3)
+    tissue = np.sqrt((((grid - centre) / (object_shape / 2)) ** 2).sum(-1)) < 1
+    core = tissue & (np.sqrt((((grid - centre - rng.uniform(-2, 2, 3)) / (object_shape * 0.22)) ** 2).sum(-1)) < 1)
+    label = np.zeros(tuple(field), np.uint8)
+    label[tissue], label[core] = 1, 2
+    image = np.zeros(tuple(field), np.float32)
+    image[tissue] = np.maximum(rng.normal(300, 40, int(tissue.sum())), 1.0)
+    image[core] = rng.normal(500, 30, int(core.sum()))
+    image = (image - image.mean()) / image.std()
+    box = foreground_box(tissue)
+    return image.astype(np.float32), label, box
+
+
+def write_whole_volume_dataset(raw_folder: str, dataset_id: int, name: str = "WholeVolume", num_cases: int = 4,
+                               field=(128, 128, 128), object_shape=(40, 40, 40), seed: int = 0,
+                               channel_name: str = "MRI", images: str = "imagesTr", labels: str = "labelsTr") -> str:
+    """:func:`whole_volume_case` cases as an nnU-Net raw dataset at 1 mm (``images`` / ``labels`` name the
+    sub-folders, e.g. imagesTs / labelsTs for held-out cases)."""
+    rng = np.random.default_rng(seed)
+    folder = os.path.join(raw_folder, f"Dataset{dataset_id:03d}_{name}")
+    os.makedirs(os.path.join(folder, images), exist_ok=True)
+    os.makedirs(os.path.join(folder, labels), exist_ok=True)
+    for i in range(num_cases):
+        image, label, _ = whole_volume_case(rng, field, object_shape)
+        for arr, path in ((image, os.path.join(folder, images, f"case{i:03d}_0000.nii.gz")),
+                          (label, os.path.join(folder, labels, f"case{i:03d}.nii.gz"))):
+            sitk.WriteImage(sitk.GetImageFromArray(arr), path)
+    if images == "imagesTr":
+        generate_dataset_json(folder, {0: channel_name}, {"background": 0, "tissue": 1, "core": 2}, num_cases,
+                              ".nii.gz", dataset_name=name)
     return folder

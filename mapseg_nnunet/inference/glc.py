@@ -5,7 +5,7 @@ For one (already intensity-normalised) case ``(C, X, Y, Z)``:
 
 1. zero-pad to at least the patch size (nnU-Net's ``pad_nd_image``, reverted at the end);
 2. global view = the foreground box resized to the patch size, with the definition training uses
-   (:func:`mapseg_nnunet.data.global_local.case_foreground_box`: voxels differing from the case's constant
+   (:func:`mapseg_nnunet.data.foreground_box.case_foreground_box`: voxels differing from the case's constant
    background, 0 after MAPSeg's intensity rules); its fusion map is computed
    **once per case** (once per mirroring when test-time mirroring is on);
 3. windows at nnU-Net's steps (``compute_steps_for_sliding_window``, ``tile_step_size``; the paper's stride 80 on
@@ -13,7 +13,9 @@ For one (already intensity-normalised) case ``(C, X, Y, Z)``:
    the global view (``fuse_and_decode``);
 4. optional Gaussian weighting (nnU-Net's ``compute_gaussian``) and test-time mirroring. Mirroring is exact: for
    a flip along axis ``a`` the window, the global view and the window's box are all flipped, which equals running
-   the GLC prediction on the flipped case.
+   the GLC prediction on the flipped case;
+5. with ``outside_box_is_background`` (the trainer setting; :mod:`mapseg_nnunet.data.foreground_box`) windows
+   that do not meet the foreground box are not run and every voxel outside the box is background.
 
 Logits are accumulated in float32 on ``results_device``.
 """
@@ -29,12 +31,16 @@ from acvl_utils.cropping_and_padding.padding import pad_nd_image
 from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compute_steps_for_sliding_window
 from tqdm import tqdm
 
-from mapseg_nnunet.data.global_local import box_in_global_view, case_foreground_box
+from mapseg_nnunet.data.foreground_box import (OUTSIDE_BOX_IS_BACKGROUND, box_in_global_view, case_foreground_box,
+                                               logits_outside_box_to_background_, window_meets_box)
 
 
-def global_view(image: torch.Tensor, patch_size: Sequence[int]) -> Tuple[torch.Tensor, np.ndarray]:
-    """``image`` (C, X, Y, Z) -> (global view (1, C, *patch), foreground box (3, 2) in voxels of ``image``)."""
-    box = case_foreground_box(image.detach().cpu().numpy())
+def global_view(image: torch.Tensor, patch_size: Sequence[int], box: Optional[np.ndarray] = None
+                ) -> Tuple[torch.Tensor, np.ndarray]:
+    """``image`` (C, X, Y, Z) -> (global view (1, C, *patch), foreground box (3, 2) in voxels of ``image``);
+    ``box`` when the caller has computed it (:func:`case_foreground_box` of ``image``)."""
+    if box is None:
+        box = case_foreground_box(image.detach().cpu().numpy())
     crop = image[(slice(None),) + tuple(slice(int(lo), int(hi)) for lo, hi in box)]
     view = F.interpolate(crop[None].float(), size=tuple(patch_size), mode="trilinear", align_corners=False)
     return view, box
@@ -58,14 +64,17 @@ def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> list:
 def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_starts: Sequence[Sequence[int]],
                       patch_size: Sequence[int], num_classes: int, use_gaussian: bool = True,
                       mirror_axes: Optional[Sequence[int]] = None, device: torch.device = torch.device("cpu"),
-                      results_device: Optional[torch.device] = None, progress: bool = False) -> torch.Tensor:
+                      results_device: Optional[torch.device] = None, progress: bool = False,
+                      foreground: Optional[np.ndarray] = None) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``data`` (C, X, Y, Z), already padded to at least
     the patch size, from the windows starting at ``window_starts`` with a
-    GLC ``network`` (:class:`~mapseg_nnunet.architectures.glc.GLCNetwork`) (in eval mode, on ``device``)."""
+    GLC ``network`` (:class:`~mapseg_nnunet.architectures.glc.GLCNetwork`) (in eval mode, on ``device``);
+    ``foreground`` the case's foreground box when the caller has computed it. Voxels no window covers are NaN
+    (0 / 0), as in nnU-Net's sliding window."""
     patch_size = tuple(int(p) for p in patch_size)
     results_device = results_device or device
     data = data.to(results_device)
-    view, foreground = global_view(data, patch_size)
+    view, foreground = global_view(data, patch_size, foreground)
     combinations = mirror_combinations(mirror_axes)
     view = view.to(device)
     global_maps = {axes: network.fusion_map(network.encode(torch.flip(view, [a + 2 for a in axes])))
@@ -97,13 +106,19 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
                               num_classes: int, tile_step_size: float = 0.5, use_gaussian: bool = True,
                               mirror_axes: Optional[Sequence[int]] = None,
                               device: torch.device = torch.device("cpu"),
-                              results_device: Optional[torch.device] = None, progress: bool = False
-                              ) -> torch.Tensor:
+                              results_device: Optional[torch.device] = None, progress: bool = False,
+                              outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z): padding and window
-    steps as nnU-Net's sliding window (the predictor hook gets both from nnU-Net itself)."""
+    steps as nnU-Net's sliding window (the predictor hook gets both from nnU-Net itself), and the rule for voxels
+    outside the foreground box (step 5)."""
     patch_size = tuple(int(p) for p in patch_size)
     data, revert = pad_nd_image(image, patch_size, "constant", {"value": 0}, True, None)
     starts = list(itertools.product(*compute_steps_for_sliding_window(data.shape[1:], patch_size, tile_step_size)))
+    foreground = case_foreground_box(data.detach().cpu().numpy())
+    if outside_box_is_background:
+        starts = [s for s in starts if window_meets_box(s, patch_size, foreground)]
     logits = glc_window_logits(network, data, starts, patch_size, num_classes, use_gaussian, mirror_axes, device,
-                               results_device, progress)
+                               results_device, progress, foreground)
+    if outside_box_is_background:
+        logits_outside_box_to_background_(logits[None], torch.as_tensor(foreground)[None])
     return logits[(slice(None),) + tuple(revert[1:])]

@@ -8,7 +8,9 @@ weighting, mirroring, autocast, the device and its out-of-memory fallback to acc
 :func:`install` there, so the hook is active exactly when a MAPSeg network is built. Three methods of
 ``nnUNetPredictor`` are wrapped: ``predict_logits_from_preprocessed_data`` (normalises once, then nnU-Net's fold
 loop), ``predict_sliding_window_return_logits`` (normalises when called directly, as the trainers' final
-validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows). A fourth,
+validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows, and the rule that outside
+the case's foreground box is background when the network declares it: windows that do not meet the box are not
+run, :mod:`mapseg_nnunet.data.foreground_box`). A fourth,
 ``_manage_input_and_output_lists``, checks that every input file reads to its end before nnU-Net's preprocessing
 workers start (SimpleITK accepts a truncated ``.nii.gz`` and would segment garbage): a corrupt input stops the
 prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions
@@ -21,12 +23,14 @@ from importlib.metadata import version
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.data.foreground_box import case_foreground_box, logits_outside_box_to_background_, window_meets_box
 from mapseg_nnunet.data.input_checks import check_files_readable
 from mapseg_nnunet.data.intensity import normalize_case
 
 SUPPORTED_NNUNET_MINOR = "2.8"
 INTENSITY_ATTRIBUTE = "mapseg_intensity"
 GLC_ATTRIBUTE = "mapseg_glc_inference"
+OUTSIDE_BOX_ATTRIBUTE = "mapseg_outside_box_is_background"
 _NORMALISED_FLAG = "_mapseg_case_normalised"
 
 
@@ -81,9 +85,20 @@ def install() -> None:
     def glc_windows(original):
         def _internal_predict_sliding_window_return_logits(self, data: torch.Tensor, slicers,
                                                            do_on_device: bool = True):
-            if not getattr(unwrap_network(self.network), GLC_ATTRIBUTE, False):
+            network = unwrap_network(self.network)
+            glc, rule = getattr(network, GLC_ATTRIBUTE, False), getattr(network, OUTSIDE_BOX_ATTRIBUTE, False)
+            if not (glc or rule):
                 return original(self, data, slicers, do_on_device)
-            return predict_glc(self, data, slicers, do_on_device)
+            foreground = case_foreground_box(data.detach().cpu().numpy())
+            if rule:
+                patch = self.configuration_manager.patch_size
+                slicers = [s for s in slicers if window_meets_box(window_start(s), patch, foreground)]
+            logits = predict_glc(self, data, slicers, do_on_device, foreground) if glc else \
+                original(self, data, slicers, do_on_device)
+            if rule:
+                logits_outside_box_to_background_(logits[None], torch.as_tensor(foreground)[None],
+                                                  self.label_manager.has_regions)
+            return logits
         return _internal_predict_sliding_window_return_logits
 
     def check_inputs(original):
@@ -100,13 +115,20 @@ def install() -> None:
     _wrap(nnUNetPredictor, "predict_sliding_window_return_logits", normalise_direct_calls)
 
 
-def predict_glc(predictor, data: torch.Tensor, slicers, do_on_device: bool) -> torch.Tensor:
+def window_start(slicer) -> tuple:
+    """The spatial start of one of nnU-Net's window slicers (channel slice first)."""
+    return tuple(int(s.start) for s in slicer[1:])
+
+
+def predict_glc(predictor, data: torch.Tensor, slicers, do_on_device: bool, foreground=None) -> torch.Tensor:
     """GLC logits of the padded, normalised case ``data`` over nnU-Net's window ``slicers``, with the settings of
-    an ``nnUNetPredictor``; accumulated on its device when ``do_on_device``, else on the CPU."""
+    an ``nnUNetPredictor``; accumulated on its device when ``do_on_device``, else on the CPU; ``foreground`` the
+    case's foreground box when already computed."""
     from mapseg_nnunet.inference.glc import glc_window_logits
-    starts = [tuple(int(s.start) for s in slicer[1:]) for slicer in slicers]
+    starts = [window_start(slicer) for slicer in slicers]
     return glc_window_logits(
         unwrap_network(predictor.network), data, starts, predictor.configuration_manager.patch_size,
         predictor.label_manager.num_segmentation_heads, predictor.use_gaussian,
         predictor.allowed_mirroring_axes if predictor.use_mirroring else None, predictor.device,
-        predictor.device if do_on_device else torch.device("cpu"), progress=predictor.allow_tqdm)
+        predictor.device if do_on_device else torch.device("cpu"), progress=predictor.allow_tqdm,
+        foreground=foreground)

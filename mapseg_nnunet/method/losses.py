@@ -19,7 +19,9 @@ and the teacher the clean ones. :class:`PseudoLabelSettings` ``weighting = "conf
 quality weight) scales each pseudo-labeled term by the share of voxels whose teacher probability exceeds
 ``threshold``; the L_MPL reported for the Score is always the unweighted term. ``alignment = "source_shares"``
 (beyond the paper) aligns the teacher's foreground class shares to the source's before the argmax
-(:mod:`mapseg_nnunet.method.class_shares`); it needs the source's shares, so centralized UDA only.
+(:mod:`mapseg_nnunet.method.class_shares`); it needs the source's shares, so centralized UDA only. With
+``outside_box_is_background`` (the trainer setting of that name) the local pseudo-labels are background outside
+the case's foreground box, the rule every MAPSeg prediction follows (:mod:`mapseg_nnunet.data.foreground_box`).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mapseg_nnunet.data.foreground_box import OUTSIDE_BOX_IS_BACKGROUND, labels_outside_box_to_background
 from mapseg_nnunet.method.class_shares import aligned_labels, class_ratios, label_shares
 from mapseg_nnunet.method.masking import MaskingSettings
 
@@ -106,9 +109,11 @@ def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.T
 @torch.no_grad()
 def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: bool,
                   pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings(),
-                  source_shares: Optional[torch.Tensor] = None):
+                  source_shares: Optional[torch.Tensor] = None,
+                  outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND):
     """The teacher's hard labels on the clean local and global views (global None without GLC) and its output;
-    aligned to ``source_shares`` when ``pseudo_labeling.alignment`` says so."""
+    aligned to ``source_shares`` when ``pseudo_labeling.alignment`` says so; local labels background outside the
+    foreground box (the batch's ``voxels_in_box``) when ``outside_box_is_background``."""
     out = _forward(teacher, batch["data"], batch["global"], batch["box"], use_glc)
     ratios = None
     if pseudo_labeling.alignment == "source_shares":
@@ -118,6 +123,8 @@ def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: b
         ratios = class_ratios(source_shares, out["aux_logits"] if use_glc else out["logits"],
                               pseudo_labeling.max_ratio)
     local = aligned_labels(out["logits"], ratios)
+    if outside_box_is_background and "voxels_in_box" in batch:  # the loaders' batches (not hand-made ones)
+        local = labels_outside_box_to_background(local, batch["voxels_in_box"])
     global_ = aligned_labels(out["aux_logits"], ratios) if use_glc else None
     return local, global_, out
 
@@ -125,14 +132,17 @@ def pseudo_labels(teacher: nn.Module, batch: Dict[str, torch.Tensor], use_glc: b
 def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor],
                 w: MAPSegLossWeights, masking: MaskingSettings, self_supervised: bool = False,
                 pseudo_labeling: PseudoLabelSettings = PseudoLabelSettings(),
-                source_shares: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, Dict[str, float]]:
+                source_shares: Optional[torch.Tensor] = None,
+                outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND
+                ) -> Tuple[torch.Tensor, Dict[str, float]]:
     """Centralized target terms (``self_supervised=False``) or Eq. 10 (``True``). ``parts['mpl']`` is
     seg(f(x_t^M), f_T(x_t)) (unweighted), the L_MPL of the model-selection Score; ``parts['pseudo_label_weight']``
     the weight of the local pseudo-labeled terms; ``parts['pseudo_label_shares']`` the foreground class shares of
     the local pseudo-labels."""
     boxes = batch["box"]
     x, g = batch.get("student_data", batch["data"]), batch.get("student_global", batch["global"])
-    y_pl, Y_pl, teacher_out = pseudo_labels(teacher, batch, w.use_glc, pseudo_labeling, source_shares)
+    y_pl, Y_pl, teacher_out = pseudo_labels(teacher, batch, w.use_glc, pseudo_labeling, source_shares,
+                                            outside_box_is_background)
     local_pl_weight = pseudo_labeling.weight(teacher_out["logits"])
     global_pl_weight = pseudo_labeling.weight(teacher_out["aux_logits"]) if w.use_glc else None
     xm, gm = masking.masked(x, g)
@@ -157,11 +167,12 @@ def target_loss(student: nn.Module, teacher: nn.Module, seg_loss: Callable, batc
 
 @torch.no_grad()
 def masked_pseudo_label_check(student: nn.Module, teacher: nn.Module, seg_loss: Callable,
-                              batch: Dict[str, torch.Tensor], w: MAPSegLossWeights, masking: MaskingSettings
+                              batch: Dict[str, torch.Tensor], w: MAPSegLossWeights, masking: MaskingSettings,
+                              outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND
                               ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Label-free validation: L_MPL = seg(f(x^M), f_T(x)) without gradients, with the student's logits on the
     masked input and the teacher's pseudo-labels, ``(mpl, logits, pseudo_labels)``."""
-    y_pl = pseudo_labels(teacher, batch, w.use_glc)[0]
+    y_pl = pseudo_labels(teacher, batch, w.use_glc, outside_box_is_background=outside_box_is_background)[0]
     xm, gm = masking.masked(batch["data"], batch["global"])
     logits = _forward(student, xm, gm, batch["box"], w.use_glc)["logits"]
     return seg_loss(logits, y_pl), logits, y_pl

@@ -1,0 +1,210 @@
+"""Whole-volume scans (issue #33): does MAPSeg place the background of a whole-head field of view as stock nnU-Net
+does? The demo source's anatomy padded into a large field of view and z-scored over the whole volume, so that the
+air is one constant negative value filling most of the case (as public collections ship skull-stripped MRI; nnU-Net's
+crop to non-zero crops nothing).
+
+    python -m benchmarks.whole_volume [--epochs 6 --iterations 40 --seed 0 --field 112 120 104]
+
+Trains through stock ``nnUNetv2_train`` on fold 0 of the whole-volume source, at equal patch, batch and iterations:
+
+* ``stock nnU-Net``: ``nnUNetTrainer_settingsFromPlans`` on ``nnUNetPlansCPU``;
+* ``MAPSeg source-only, before``: ``nnUNetTrainerMAPSegUDA_noMPL`` on ``MAPSegResEncPlansCPU`` with the sampling and
+  prediction of the code before whole-volume support (local patches inside the foreground box only,
+  ``oversample_foreground_percent = 1``; no rule outside the box, ``outside_box_is_background = false``): the
+  same random draws as that code;
+* ``MAPSeg source-only, after``: the defaults (nnU-Net's 0.33 of patches inside the box, the others anywhere;
+  outside the box is background);
+* ``MAPSeg source-only, after, rule off``: the same model predicted without the rule (the network alone);
+* the same before / after pair with contrast randomization (the UDA teacher's recipe); ``--tight`` adds stock
+  nnU-Net and the plain before / after pair on the demo source as it is (cropped to the brain by nnU-Net), which
+  the change must not harm.
+
+Reported on the fold-0 validation cases (``nnUNetPredictor``, the path of ``nnUNetv2_predict``): Dice per class and
+mean, and the voxels labelled foreground outside the brain's bounding box. Writes ``whole_volume.md`` / ``.json`` to
+``--out`` (default: benchmarks/); work folder ``work_dirs/benchmarks_whole_volume``; finished runs are reused.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import sys
+
+import numpy as np
+import SimpleITK as sitk
+
+from mapseg_nnunet.data.foreground_box import foreground_box
+from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+
+from .cohort import CLASS_NAMES, LABELS, SOURCE
+from .evaluation import dice_scores, predict_folder
+from .runner import FULL, Runner
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+WHOLE = 961  # the demo source in a whole-volume field of view
+BEFORE = {"oversample_foreground_percent": 1.0, "outside_box_is_background": False}
+
+
+def write_whole_volume_source(runner: Runner, field) -> None:
+    """Dataset 961: every case of the demo source centred in ``field`` (voxels; at least the case), then z-scored
+    over the whole volume (written to a ``.partial`` folder, renamed when complete)."""
+    import shutil
+    from nnunetv2.dataset_conversion.generate_dataset_json import generate_dataset_json
+    source = runner.folder(SOURCE)
+    final = os.path.join(runner.env["nnUNet_raw"], f"Dataset{WHOLE}_DemoBrainWholeVolume")
+    if os.path.isdir(final):
+        return
+    partial = final + ".partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    for sub in ("imagesTr", "labelsTr"):
+        os.makedirs(os.path.join(partial, sub))
+    cases = sorted(f[:-len(".nii.gz")] for f in os.listdir(os.path.join(source, "labelsTr")))
+    for case in cases:
+        image = sitk.ReadImage(os.path.join(source, "imagesTr", f"{case}_0000.nii.gz"))
+        label = sitk.ReadImage(os.path.join(source, "labelsTr", f"{case}.nii.gz"))
+        shape = np.array(image.GetSize())  # x, y, z
+        if np.any(shape > np.array(field)):
+            raise ValueError(f"{case}: {shape.tolist()} voxels do not fit the field of view {list(field)}")
+        lower = [int(v) for v in (np.array(field) - shape) // 2]
+        upper = [int(v) for v in np.array(field) - shape - lower]
+        padded = {}
+        for name, itk in (("image", image), ("label", label)):
+            padded[name] = sitk.ConstantPad(itk, lower, upper, 0)
+        array = sitk.GetArrayFromImage(padded["image"]).astype(np.float32)
+        array = (array - array.mean()) / array.std()
+        zscored = sitk.GetImageFromArray(array)
+        zscored.CopyInformation(padded["image"])
+        sitk.WriteImage(zscored, os.path.join(partial, "imagesTr", f"{case}_0000.nii.gz"), useCompression=True)
+        sitk.WriteImage(padded["label"], os.path.join(partial, "labelsTr", f"{case}.nii.gz"), useCompression=True)
+    dataset = json.load(open(os.path.join(source, "dataset.json")))
+    generate_dataset_json(partial, dataset["channel_names"], dataset["labels"], len(cases), ".nii.gz",
+                          dataset_name="DemoBrainWholeVolume",
+                          description=f"the demo source centred in {list(field)} voxels, z-scored over the volume")
+    os.replace(partial, final)
+
+
+def validation_folders(runner: Runner, dataset: int) -> tuple:
+    """Images / labels of ``dataset``'s fold-0 validation cases as symlink folders."""
+    raw = runner.folder(dataset)
+    split = json.load(open(os.path.join(runner.folder(dataset, "nnUNet_preprocessed"), "splits_final.json")))[0]
+    base = os.path.join(runner.work, f"validation_{dataset}")
+    images, labels = os.path.join(base, "images"), os.path.join(base, "labels")
+    for folder in (images, labels):
+        os.makedirs(folder, exist_ok=True)
+    for case in split["val"]:
+        for src, dst in ((os.path.join(raw, "imagesTr", f"{case}_0000.nii.gz"), images),
+                         (os.path.join(raw, "labelsTr", f"{case}.nii.gz"), labels)):
+            link = os.path.join(dst, os.path.basename(src))
+            if not os.path.exists(link):
+                os.symlink(src, link)
+    return images, labels
+
+
+def score(predictions: str, labels: str) -> dict:
+    """Mean Dice (%) per class and overall, and per case the voxels labelled foreground outside the brain's box."""
+    cases = {}
+    for name in sorted(f for f in os.listdir(labels) if f.endswith(".nii.gz")):
+        reference = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(labels, name)))
+        prediction = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(predictions, name)))
+        outside = np.ones(reference.shape, bool)
+        outside[tuple(slice(int(lo), int(hi)) for lo, hi in foreground_box(reference > 0))] = False
+        cases[name] = {"dice": {str(k): 100 * v for k, v in dice_scores(prediction, reference).items()},
+                       "foreground_outside_box": int((prediction[outside] > 0).sum()),
+                       "foreground_predicted": int((prediction > 0).sum()),
+                       "foreground_reference": int((reference > 0).sum())}
+    classes = {str(k): float(np.nanmean([c["dice"][str(k)] for c in cases.values()])) for k in LABELS}
+    return {"classes": classes, "mean": float(np.mean(list(classes.values()))),
+            "foreground_outside_box": float(np.mean([c["foreground_outside_box"] for c in cases.values()])),
+            "cases": cases}
+
+
+def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule: bool = True) -> dict:
+    images, labels = validation_folders(runner, dataset)
+    output = os.path.join(runner.work, "predictions", name)
+    cached = os.path.join(output, "scores.json")
+    if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(
+            os.path.join(model, "fold_0", "checkpoint_final.pth")):
+        return json.load(open(cached))
+    runner.say(f"{name}: predicting the fold-0 validation cases of dataset {dataset}")
+    predict_folder(model, images, output, log=os.path.join(output, "predict.log"),
+                   network_attributes=None if rule else {"mapseg_outside_box_is_background": False})
+    result = score(output, labels)
+    with open(cached, "w") as f:
+        json.dump(result, f, indent=1)
+    return result
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--epochs", type=int, default=6)
+    parser.add_argument("--iterations", type=int, default=40, help="iterations per epoch")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--field", type=int, nargs=3, default=[112, 120, 104],
+                        help="field of view in voxels (x y z) at the demo's 2.2 mm")
+    parser.add_argument("--no_contrast_randomization", action="store_true",
+                        help="skip the contrast-randomized before / after pair")
+    parser.add_argument("--tight", action="store_true", help="also the before / after pair on the cropped source")
+    parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks_whole_volume"))
+    parser.add_argument("--out", default=HERE)
+    args = parser.parse_args(argv)
+    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    if not os.path.isdir(os.path.join(runner.env["nnUNet_raw"], f"Dataset{SOURCE}_DemoBrainSourceT1w")):
+        runner.sh("cohort", [sys.executable, "-m", "mapseg_nnunet.dataset_conversion.demo_brain", "--overwrite"])
+    write_whole_volume_source(runner, args.field)
+    datasets = [WHOLE] + ([SOURCE] if args.tight else [])
+    for dataset in datasets:
+        for planner in ("nnUNetPlannerCPU", "MAPSegResEncPlannerCPU"):
+            marker = os.path.join(runner.work, f".planned_{dataset}_{planner}")
+            if not os.path.isfile(marker):
+                runner.sh(f"plan_{dataset}_{planner}", ["mapseg_plan_and_preprocess", "-d", str(dataset), "-pl",
+                                                        planner, "-np", "1", "-npfp", "1", "--no_pbar"])
+                open(marker, "w").write("ok\n")
+    budget = {"num_epochs": args.epochs, "num_iterations_per_epoch": args.iterations}
+    results = {}
+    for dataset in datasets:
+        cohort = "whole-volume" if dataset == WHOLE else "cropped"
+        stock = runner.variant(dataset, "nnUNetPlansCPU", f"nnUNetPlansCPU_wv_s{args.seed}",
+                               {**runner.stock_settings(args.seed), **budget})
+        model = runner.train(f"wv_{dataset}_stock_s{args.seed}", dataset, "nnUNetTrainer_settingsFromPlans", stock)
+        results[f"{cohort}: stock nnU-Net"] = predict_and_score(runner, f"{dataset}_stock_s{args.seed}", model, dataset)
+        with_cr = dataset == WHOLE and not args.no_contrast_randomization
+        pairs = [("", {})] + ([("_cr", CONTRAST_RANDOMIZATION)] if with_cr else [])
+        for tag, recipe in pairs:
+            label = "MAPSeg source-only" + (" (contrast-randomized)" if recipe else "")
+            for when, settings in (("before", BEFORE), ("after", {})):
+                plans = runner.variant(dataset, "MAPSegResEncPlansCPU", f"MAPSegResEncPlansCPU_wv{tag}_{when}_s"
+                                       f"{args.seed}", runner.source_settings(args.seed, **budget, **recipe,
+                                                                              **settings))
+                model = runner.train(f"wv_{dataset}{tag}_{when}_s{args.seed}", dataset, "nnUNetTrainerMAPSegUDA_noMPL",
+                                     plans)
+                results[f"{cohort}: {label}, {when}"] = predict_and_score(
+                    runner, f"{dataset}{tag}_{when}_s{args.seed}", model, dataset)
+                if when == "after" and dataset == WHOLE:
+                    results[f"{cohort}: {label}, after, rule off at prediction"] = predict_and_score(
+                        runner, f"{dataset}{tag}_{when}_norule_s{args.seed}", model, dataset, rule=False)
+    result = {"command": "python -m benchmarks.whole_volume " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "iterations": args.epochs * args.iterations, "seed": args.seed, "field": args.field,
+              "timings_s": {k: round(v, 1) for k, v in runner.timings.items()}, "results": results}
+    runner.save_result(args.out, "whole_volume", result, write_markdown)
+
+
+def write_markdown(out: str, r: dict) -> None:
+    classes = " / ".join(CLASS_NAMES.values())
+    lines = ["# Whole-volume scans: MAPSeg source-only against stock nnU-Net at equal iterations", "",
+             f"Command: `{r['command'].strip()}`; {r['iterations']} iterations, seed {r['seed']}, CPU presets "
+             f"(32^3 patch, batch 2); the demo source (12 cases at 2.2 mm) centred in a "
+             f"{' x '.join(map(str, r['field']))}-voxel field of view and z-scored over the volume (constant "
+             f"negative air). One seed: differences of a point or two are within seed noise.", "",
+             f"Fold-0 validation cases of the source. Dice %: {classes} and their mean; outside box: voxels labelled "
+             f"foreground outside the brain's bounding box (mean per case).", "",
+             "| model | Dice (" + classes + ") | mean Dice | foreground voxels outside the box |", "|---|---|---|---|"]
+    for name, s in r["results"].items():
+        per_class = " / ".join(f"{s['classes'][str(k)]:.1f}" for k in LABELS)
+        lines.append(f"| {name} | {per_class} | {s['mean']:.1f} | {s['foreground_outside_box']:.0f} |")
+    with open(os.path.join(out, "whole_volume.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
