@@ -98,15 +98,19 @@ def predict_and_score(model_folder: str, images: str, labels: str, output: str,
 
 def source_validation_folder(runner) -> tuple:
     """Images / labels of the source's fold-0 validation cases (Table 3's source Dice), as symlink folders."""
-    source_raw = runner.folder(SOURCE)
-    split = json.load(open(os.path.join(runner.folder(SOURCE, "nnUNet_preprocessed"), "splits_final.json")))[0]
-    base = os.path.join(runner.work, "source_validation")
+    return validation_folders(runner, SOURCE, os.path.join(runner.work, "source_validation"))
+
+
+def validation_folders(runner, dataset: int, base: str) -> tuple:
+    """Images / labels of ``dataset``'s fold-0 validation cases as symlink folders under ``base``."""
+    raw = runner.folder(dataset)
+    split = json.load(open(os.path.join(runner.folder(dataset, "nnUNet_preprocessed"), "splits_final.json")))[0]
     images, labels = os.path.join(base, "images"), os.path.join(base, "labels")
     for folder in (images, labels):
         os.makedirs(folder, exist_ok=True)
     for case in split["val"]:
-        for src, dst in ((os.path.join(source_raw, "imagesTr", f"{case}_0000.nii.gz"), images),
-                         (os.path.join(source_raw, "labelsTr", f"{case}.nii.gz"), labels)):
+        for src, dst in ((os.path.join(raw, "imagesTr", f"{case}_0000.nii.gz"), images),
+                         (os.path.join(raw, "labelsTr", f"{case}.nii.gz"), labels)):
             link = os.path.join(dst, os.path.basename(src))
             if not os.path.exists(link):
                 os.symlink(src, link)

@@ -3,21 +3,21 @@ does? The demo source's anatomy padded into a large field of view and z-scored o
 air is one constant negative value filling most of the case (as public collections ship skull-stripped MRI; nnU-Net's
 crop to non-zero crops nothing).
 
-    python -m benchmarks.whole_volume [--epochs 6 --iterations 40 --seed 0 --field 112 120 104]
+    python -m benchmarks.whole_volume [--epochs 6 --iterations 40 --seed 0 --field 112 120 104 --arms ...]
 
 Trains through stock ``nnUNetv2_train`` on fold 0 of the whole-volume source, at equal patch, batch and iterations:
 
 * ``stock nnU-Net``: ``nnUNetTrainer_settingsFromPlans`` on ``nnUNetPlansCPU``;
-* ``MAPSeg source-only, before``: ``nnUNetTrainerMAPSegUDA_noMPL`` on ``MAPSegResEncPlansCPU`` with the sampling and
-  prediction of the code before whole-volume support (local patches inside the foreground box only,
-  ``oversample_foreground_percent = 1``; no rule outside the box, ``outside_box_is_background = false``): the
-  same random draws as that code;
-* ``MAPSeg source-only, after``: the defaults (nnU-Net's 0.33 of patches inside the box, the others anywhere;
-  outside the box is background);
-* ``MAPSeg source-only, after, rule off``: the same model predicted without the rule (the network alone);
-* the same before / after pair with contrast randomization (the UDA teacher's recipe); ``--tight`` adds stock
-  nnU-Net and the plain before / after pair on the demo source as it is (cropped to the brain by nnU-Net), which
-  the change must not harm.
+* ``before``: ``nnUNetTrainerMAPSegUDA_noMPL`` on ``MAPSegResEncPlansCPU`` with the sampling and prediction of the
+  code before whole-volume support (local patches inside the foreground box only,
+  ``oversample_foreground_percent = 1``; no rule outside the box, ``outside_box_is_background = false``; the
+  random draws of that code);
+* ``after``: the defaults (0.67 of the patches inside the box, the others anywhere in the case; outside the box is
+  background), also predicted without the rule (the network alone);
+* ``after_box033``: nnU-Net's share, 0.33 of the patches inside the box;
+* ``cr_before`` / ``cr_after``: with contrast randomization (the UDA teacher's recipe);
+* ``--tight`` adds stock nnU-Net and ``before`` / ``after`` on the demo source as it is (cropped to the brain by
+  nnU-Net), which the change must not harm.
 
 Reported on the fold-0 validation cases (``nnUNetPredictor``, the path of ``nnUNetv2_predict``): Dice per class and
 mean, and the voxels labelled foreground outside the brain's bounding box. Writes ``whole_volume.md`` / ``.json`` to
@@ -38,12 +38,22 @@ from mapseg_nnunet.data.foreground_box import foreground_box
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
 from .cohort import CLASS_NAMES, LABELS, SOURCE
-from .evaluation import dice_scores, predict_folder
+from .evaluation import dice_scores, predict_folder, validation_folders
 from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHOLE = 961  # the demo source in a whole-volume field of view
 BEFORE = {"oversample_foreground_percent": 1.0, "outside_box_is_background": False}
+# arm -> (row label, recipe, whole-volume settings)
+ARMS = {
+    "before": ("MAPSeg source-only, before (patches inside the box only, no rule outside it)", {}, BEFORE),
+    "after": ("MAPSeg source-only, after (defaults)", {}, {}),
+    "after_box033": ("MAPSeg source-only, after, 0.33 of patches inside the box (nnU-Net's share)", {},
+                     {"oversample_foreground_percent": 0.33}),
+    "cr_before": ("MAPSeg source-only contrast-randomized, before", CONTRAST_RANDOMIZATION, BEFORE),
+    "cr_after": ("MAPSeg source-only contrast-randomized, after (the UDA teacher's recipe)", CONTRAST_RANDOMIZATION,
+                 {}),
+}
 
 
 def write_whole_volume_source(runner: Runner, field) -> None:
@@ -84,23 +94,6 @@ def write_whole_volume_source(runner: Runner, field) -> None:
     os.replace(partial, final)
 
 
-def validation_folders(runner: Runner, dataset: int) -> tuple:
-    """Images / labels of ``dataset``'s fold-0 validation cases as symlink folders."""
-    raw = runner.folder(dataset)
-    split = json.load(open(os.path.join(runner.folder(dataset, "nnUNet_preprocessed"), "splits_final.json")))[0]
-    base = os.path.join(runner.work, f"validation_{dataset}")
-    images, labels = os.path.join(base, "images"), os.path.join(base, "labels")
-    for folder in (images, labels):
-        os.makedirs(folder, exist_ok=True)
-    for case in split["val"]:
-        for src, dst in ((os.path.join(raw, "imagesTr", f"{case}_0000.nii.gz"), images),
-                         (os.path.join(raw, "labelsTr", f"{case}.nii.gz"), labels)):
-            link = os.path.join(dst, os.path.basename(src))
-            if not os.path.exists(link):
-                os.symlink(src, link)
-    return images, labels
-
-
 def score(predictions: str, labels: str) -> dict:
     """Mean Dice (%) per class and overall, and per case the voxels labelled foreground outside the brain's box."""
     cases = {}
@@ -120,7 +113,7 @@ def score(predictions: str, labels: str) -> dict:
 
 
 def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule: bool = True) -> dict:
-    images, labels = validation_folders(runner, dataset)
+    images, labels = validation_folders(runner, dataset, os.path.join(runner.work, f"validation_{dataset}"))
     output = os.path.join(runner.work, "predictions", name)
     cached = os.path.join(output, "scores.json")
     if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(
@@ -142,8 +135,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--field", type=int, nargs=3, default=[112, 120, 104],
                         help="field of view in voxels (x y z) at the demo's 2.2 mm")
-    parser.add_argument("--no_contrast_randomization", action="store_true",
-                        help="skip the contrast-randomized before / after pair")
+    parser.add_argument("--arms", nargs="+", default=["before", "after", "after_box033", "cr_after"],
+                        choices=list(ARMS), help="MAPSeg runs on the whole-volume source (stock nnU-Net always runs)")
     parser.add_argument("--tight", action="store_true", help="also the before / after pair on the cropped source")
     parser.add_argument("--work", default=os.path.join(os.path.dirname(HERE), "work_dirs", "benchmarks_whole_volume"))
     parser.add_argument("--out", default=HERE)
@@ -168,21 +161,15 @@ def main(argv=None) -> None:
                                {**runner.stock_settings(args.seed), **budget})
         model = runner.train(f"wv_{dataset}_stock_s{args.seed}", dataset, "nnUNetTrainer_settingsFromPlans", stock)
         results[f"{cohort}: stock nnU-Net"] = predict_and_score(runner, f"{dataset}_stock_s{args.seed}", model, dataset)
-        with_cr = dataset == WHOLE and not args.no_contrast_randomization
-        pairs = [("", {})] + ([("_cr", CONTRAST_RANDOMIZATION)] if with_cr else [])
-        for tag, recipe in pairs:
-            label = "MAPSeg source-only" + (" (contrast-randomized)" if recipe else "")
-            for when, settings in (("before", BEFORE), ("after", {})):
-                plans = runner.variant(dataset, "MAPSegResEncPlansCPU", f"MAPSegResEncPlansCPU_wv{tag}_{when}_s"
-                                       f"{args.seed}", runner.source_settings(args.seed, **budget, **recipe,
-                                                                              **settings))
-                model = runner.train(f"wv_{dataset}{tag}_{when}_s{args.seed}", dataset, "nnUNetTrainerMAPSegUDA_noMPL",
-                                     plans)
-                results[f"{cohort}: {label}, {when}"] = predict_and_score(
-                    runner, f"{dataset}{tag}_{when}_s{args.seed}", model, dataset)
-                if when == "after" and dataset == WHOLE:
-                    results[f"{cohort}: {label}, after, rule off at prediction"] = predict_and_score(
-                        runner, f"{dataset}{tag}_{when}_norule_s{args.seed}", model, dataset, rule=False)
+        for arm in args.arms if dataset == WHOLE else ("before", "after"):
+            label, recipe, settings = ARMS[arm]
+            plans = runner.variant(dataset, "MAPSegResEncPlansCPU", f"MAPSegResEncPlansCPU_wv_{arm}_s{args.seed}",
+                                   runner.source_settings(args.seed, **budget, **recipe, **settings))
+            model = runner.train(f"wv_{dataset}_{arm}_s{args.seed}", dataset, "nnUNetTrainerMAPSegUDA_noMPL", plans)
+            results[f"{cohort}: {label}"] = predict_and_score(runner, f"{dataset}_{arm}_s{args.seed}", model, dataset)
+            if arm == "after" and dataset == WHOLE:
+                results[f"{cohort}: {label}, rule off at prediction (the network alone)"] = predict_and_score(
+                    runner, f"{dataset}_{arm}_norule_s{args.seed}", model, dataset, rule=False)
     result = {"command": "python -m benchmarks.whole_volume " + " ".join(argv if argv is not None else sys.argv[1:]),
               "iterations": args.epochs * args.iterations, "seed": args.seed, "field": args.field,
               "timings_s": {k: round(v, 1) for k, v in runner.timings.items()}, "results": results}

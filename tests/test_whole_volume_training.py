@@ -60,8 +60,11 @@ def held_out_cases():
 
 
 def test_the_mapseg_prediction_has_no_foreground_outside_the_object_and_is_as_good_as_stock(trained):
+    """Nothing outside the object's box is labelled; the object's Dice (foreground = any class, the issue's "brain
+    Dice") is within a few points of stock nnU-Net's. Per-class Dice is in the message."""
     root, _, folder = trained
     scores = {"mapseg": [], "stock": []}
+    per_class = {"mapseg": [], "stock": []}
     for i, (_, label, box) in enumerate(held_out_cases()):
         reference = read(os.path.join(folder, "labelsTs", f"case{i:03d}.nii.gz"))
         np.testing.assert_array_equal(reference, label)
@@ -71,10 +74,11 @@ def test_the_mapseg_prediction_has_no_foreground_outside_the_object_and_is_as_go
             prediction = read(os.path.join(root, name, f"case{i:03d}.nii.gz"))
             if name == "mapseg":
                 assert int((prediction[outside] > 0).sum()) == 0
-            scores[name].append(np.mean([dice(prediction, reference, c) for c in (1, 2)]))
+            scores[name].append(dice((prediction > 0).astype(np.uint8), (reference > 0).astype(np.uint8), 1))
+            per_class[name].append([round(dice(prediction, reference, c), 1) for c in (1, 2)])
     mapseg, stock = np.mean(scores["mapseg"]), np.mean(scores["stock"])
-    assert stock > 70, f"stock nnU-Net did not learn the task: {scores}"
-    assert mapseg > stock - 5, f"MAPSeg {mapseg:.1f} vs stock {stock:.1f} mean Dice: {scores}"
+    assert stock > 80, f"stock nnU-Net did not learn the task: {scores}, per class {per_class}"
+    assert mapseg > stock - 5, f"MAPSeg {mapseg:.1f} vs stock {stock:.1f} object Dice: {scores}, per class {per_class}"
 
 
 def test_the_network_itself_places_the_background_not_only_the_rule(trained):

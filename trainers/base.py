@@ -14,7 +14,7 @@ from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.atomic import atomic_path
-from mapseg_nnunet.data.foreground_box import OUTSIDE_BOX_IS_BACKGROUND
+from mapseg_nnunet.data.foreground_box import BOX_PATCH_PROBABILITY, OUTSIDE_BOX_IS_BACKGROUND
 from mapseg_nnunet.inference import predictor_hook
 from mapseg_nnunet.method.losses import MAPSegLossWeights
 from mapseg_nnunet.planning.mapseg_configuration import adapt_plans
@@ -47,8 +47,10 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         self.keep_epoch_checkpoints = False  # analysis: also keep checkpoint_epoch_NNN.pth after every epoch
         self.progress_interval_s = 60.0  # a progress line (iteration, it/s) this often within an epoch; 0: off
         # outside the case's foreground box every prediction is background (mapseg_nnunet.data.foreground_box);
-        # oversample_foreground_percent (nnU-Net's) is the share of local patches drawn inside that box
+        # oversample_foreground_percent (nnU-Net's name) is the share of local patches drawn inside that box, the
+        # others anywhere in the case (benchmarks/whole_volume.md)
         self.outside_box_is_background = OUTSIDE_BOX_IS_BACKGROUND
+        self.oversample_foreground_percent = BOX_PATCH_PROBABILITY
 
     def initialize(self):
         super().initialize()  # PlansTrainerSettings: the plans' settings first, then nnU-Net's
