@@ -13,7 +13,7 @@ from mapseg_nnunet.data.synthetic import whole_volume_case, write_whole_volume_d
 
 DATASET = 941
 FIELD, OBJECT = (128, 128, 128), (40, 40, 40)
-BUDGET = ["num_epochs=2", "num_iterations_per_epoch=40", "num_val_iterations_per_epoch=2", "final_validation=false",
+BUDGET = ["num_epochs=4", "num_iterations_per_epoch=40", "num_val_iterations_per_epoch=2", "final_validation=false",
           "seed=0"]
 TEST_SEED = 1941
 
@@ -30,7 +30,7 @@ def read(path):
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """Dataset 941 (4 whole-volume training cases, 2 held-out ones), MAPSeg source-only on the ResEnc U-Net CPU
-    preset and stock nnU-Net (nnUNetPlannerCPU) on the same budget (80 iterations), both predicted on the held-out
+    preset and stock nnU-Net (nnUNetPlannerCPU) on the same budget (160 iterations), both predicted on the held-out
     cases at step 0.833 (make demo's) without test-time mirroring (the MAPSeg trainers' default; stock nnU-Net's 8
     flips of every window would dominate the test's time)."""
     root = tmp_path_factory.mktemp("whole_volume")
