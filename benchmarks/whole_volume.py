@@ -30,6 +30,7 @@ import copy
 import json
 import os
 import sys
+from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
@@ -112,7 +113,9 @@ def score(predictions: str, labels: str) -> dict:
             "cases": cases}
 
 
-def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule: bool = True) -> dict:
+def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule: Optional[bool] = None) -> dict:
+    """Predict the fold-0 validation cases with ``model`` (the rule outside the box as its plans say, or as
+    ``rule`` overrides) and score them; cached."""
     images, labels = validation_folders(runner, dataset, os.path.join(runner.work, f"validation_{dataset}"))
     output = os.path.join(runner.work, "predictions", name)
     cached = os.path.join(output, "scores.json")
@@ -121,7 +124,7 @@ def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule:
         return json.load(open(cached))
     runner.say(f"{name}: predicting the fold-0 validation cases of dataset {dataset}")
     predict_folder(model, images, output, log=os.path.join(output, "predict.log"),
-                   network_attributes=None if rule else {"mapseg_outside_box_is_background": False})
+                   network_attributes=None if rule is None else {"mapseg_outside_box_is_background": rule})
     result = score(output, labels)
     with open(cached, "w") as f:
         json.dump(result, f, indent=1)
@@ -170,6 +173,9 @@ def main(argv=None) -> None:
             if arm == "after" and dataset == WHOLE:
                 results[f"{cohort}: {label}, rule off at prediction (the network alone)"] = predict_and_score(
                     runner, f"{dataset}_{arm}_norule_s{args.seed}", model, dataset, rule=False)
+            if arm == "before" and dataset == WHOLE:  # = patches inside the box only, with the rule
+                results[f"{cohort}: {label}, rule on at prediction"] = predict_and_score(
+                    runner, f"{dataset}_{arm}_rule_s{args.seed}", model, dataset, rule=True)
     result = {"command": "python -m benchmarks.whole_volume " + " ".join(argv if argv is not None else sys.argv[1:]),
               "iterations": args.epochs * args.iterations, "seed": args.seed, "field": args.field,
               "timings_s": {k: round(v, 1) for k, v in runner.timings.items()}, "results": results}

@@ -1,7 +1,6 @@
 """Whole-volume scans end to end (issue #33): a brain-like object of about 40^3 voxels in a 128^3 volume, z-scored
 with a constant negative background, trained briefly with the CPU U-Net preset (MAPSeg source-only) and with stock
 nnU-Net at the same patch, batch and iterations, both predicted with ``nnUNetv2_predict`` on held-out cases."""
-import json
 import os
 
 import numpy as np
@@ -79,31 +78,3 @@ def test_the_mapseg_prediction_has_no_foreground_outside_the_object_and_is_as_go
     mapseg, stock = np.mean(scores["mapseg"]), np.mean(scores["stock"])
     assert stock > 80, f"stock nnU-Net did not learn the task: {scores}, per class {per_class}"
     assert mapseg > stock - 5, f"MAPSeg {mapseg:.1f} vs stock {stock:.1f} object Dice: {scores}, per class {per_class}"
-
-
-def test_the_network_itself_places_the_background_not_only_the_rule(trained):
-    """With the rule turned off at prediction, the MAPSeg network alone labels next to nothing outside the object's
-    box: it saw the constant background in training (before whole-volume sampling it labelled millions of voxels
-    there)."""
-    import torch
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from mapseg_nnunet.architectures.unwrap import unwrap_network
-    from mapseg_nnunet.inference.predictor_hook import OUTSIDE_BOX_ATTRIBUTE
-    root, env, folder = trained
-    model = os.path.join(env["nnUNet_results"], f"Dataset{DATASET}_WholeVolume",
-                         "nnUNetTrainerMAPSegUDA_noMPL__MAPSegResEncPlansCPU_wv__3d_fullres")
-    for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_extTrainer"):
-        os.environ[key] = env[key]
-    predictor = nnUNetPredictor(tile_step_size=0.833, use_mirroring=False, device=torch.device("cpu"),
-                                allow_tqdm=False)
-    predictor.initialize_from_trained_model_folder(model, ("all",), "checkpoint_final.pth")
-    assert getattr(unwrap_network(predictor.network), OUTSIDE_BOX_ATTRIBUTE) is True  # the default setting
-    setattr(unwrap_network(predictor.network), OUTSIDE_BOX_ATTRIBUTE, False)
-    image, label, box = held_out_cases()[0]
-    prediction = predictor.predict_single_npy_array(image[None], {"spacing": [1.0, 1.0, 1.0]})
-    outside = np.ones(label.shape, bool)
-    outside[tuple(slice(lo, hi) for lo, hi in box)] = False
-    false_foreground = float((prediction[outside] > 0).mean())
-    assert false_foreground < 0.005, f"{100 * false_foreground:.2f} % of the background outside the box labelled"
-    recorded = json.load(open(os.path.join(model, "plans.json")))["configurations"]["3d_fullres"]
-    assert "outside_box_is_background" not in recorded.get("trainer_settings", {})
