@@ -11,11 +11,13 @@ Trains through stock ``nnUNetv2_train`` on fold 0 of the whole-volume source, at
 * ``before``: ``nnUNetTrainerMAPSegUDA_noMPL`` on ``MAPSegResEncPlansCPU`` with the sampling and prediction of the
   code before whole-volume support (local patches inside the foreground box only,
   ``oversample_foreground_percent = 1``; no rule outside the box, ``outside_box_is_background = false``; the
-  random draws of that code);
-* ``after``: the defaults (0.67 of the patches inside the box, the others anywhere in the case; outside the box is
-  background), also predicted without the rule (the network alone);
+  random draws of that code), also predicted with the rule: the defaults now (the rule is a prediction setting,
+  and source-only training does not use it);
+* ``after``: 0.67 of the patches inside the box, the others anywhere in the case, the rule on; also predicted
+  without the rule (the network alone);
 * ``after_box033``: nnU-Net's share, 0.33 of the patches inside the box;
-* ``cr_before`` / ``cr_after``: with contrast randomization (the UDA teacher's recipe);
+* ``cr_before`` / ``cr_after``: with contrast randomization (the UDA teacher's recipe), before and with the
+  defaults;
 * ``--tight`` adds stock nnU-Net and ``before`` / ``after`` on the demo source as it is (cropped to the brain by
   nnU-Net), which the change must not harm.
 
@@ -45,15 +47,17 @@ from .runner import FULL, Runner
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHOLE = 961  # the demo source in a whole-volume field of view
 BEFORE = {"oversample_foreground_percent": 1.0, "outside_box_is_background": False}
+RANDOM_PATCHES = {"oversample_foreground_percent": 0.67}  # a third of the patches anywhere in the case
 # arm -> (row label, recipe, whole-volume settings)
 ARMS = {
-    "before": ("MAPSeg source-only, before (patches inside the box only, no rule outside it)", {}, BEFORE),
-    "after": ("MAPSeg source-only, after (defaults)", {}, {}),
-    "after_box033": ("MAPSeg source-only, after, 0.33 of patches inside the box (nnU-Net's share)", {},
+    "before": ("MAPSeg source-only, before: patches inside the box only, no rule outside it", {}, BEFORE),
+    "after": ("MAPSeg source-only, 0.67 of the patches inside the box, a third anywhere; rule on", {},
+              RANDOM_PATCHES),
+    "after_box033": ("MAPSeg source-only, 0.33 of the patches inside the box (nnU-Net's share); rule on", {},
                      {"oversample_foreground_percent": 0.33}),
     "cr_before": ("MAPSeg source-only contrast-randomized, before", CONTRAST_RANDOMIZATION, BEFORE),
-    "cr_after": ("MAPSeg source-only contrast-randomized, after (the UDA teacher's recipe)", CONTRAST_RANDOMIZATION,
-                 {}),
+    "cr_after": ("MAPSeg source-only contrast-randomized, defaults (patches inside the box, rule on)",
+                 CONTRAST_RANDOMIZATION, {}),
 }
 
 
@@ -171,10 +175,11 @@ def main(argv=None) -> None:
             model = runner.train(f"wv_{dataset}_{arm}_s{args.seed}", dataset, "nnUNetTrainerMAPSegUDA_noMPL", plans)
             results[f"{cohort}: {label}"] = predict_and_score(runner, f"{dataset}_{arm}_s{args.seed}", model, dataset)
             if arm == "after" and dataset == WHOLE:
-                results[f"{cohort}: {label}, rule off at prediction (the network alone)"] = predict_and_score(
-                    runner, f"{dataset}_{arm}_norule_s{args.seed}", model, dataset, rule=False)
-            if arm == "before" and dataset == WHOLE:  # = patches inside the box only, with the rule
-                results[f"{cohort}: {label}, rule on at prediction"] = predict_and_score(
+                results[f"{cohort}: the same model predicted without the rule (the network alone)"] = \
+                    predict_and_score(runner, f"{dataset}_{arm}_norule_s{args.seed}", model, dataset, rule=False)
+            if arm == "before" and dataset == WHOLE:  # the defaults: patches inside the box only, with the rule
+                results[f"{cohort}: MAPSeg source-only, defaults: patches inside the box only, rule on (the before "
+                        f"model predicted with the rule)"] = predict_and_score(
                     runner, f"{dataset}_{arm}_rule_s{args.seed}", model, dataset, rule=True)
     result = {"command": "python -m benchmarks.whole_volume " + " ".join(argv if argv is not None else sys.argv[1:]),
               "iterations": args.epochs * args.iterations, "seed": args.seed, "field": args.field,

@@ -45,9 +45,6 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         self.masking = MaskingSettings()
         self.augmentation = GlobalLocalAugmentation()  # affine p 0.35, scale 0.75-1.5, +-40 deg, flips
         self.domain_roles = ("target", "pool")
-        # local patches inside the foreground box only: reconstructing a constant background teaches nothing
-        # (the segmentation trainers draw nnU-Net's share of random patches)
-        self.oversample_foreground_percent = 1.0
         self.best_skill_ema = None
         self._loader_wait = 0.0
         self._step_time = 0.0

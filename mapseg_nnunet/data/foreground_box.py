@@ -8,12 +8,13 @@ case to it (crop to non-zero); on whole-volume scans whose background is a non-z
 distributed) nnU-Net crops nothing, and the box is typically a small part of the case.
 
 **Local patches** (:func:`sample_local_start`), after nnU-Net's rule of random patches plus oversampled foreground
-ones: with probability ``box_probability`` (the trainer's ``oversample_foreground_percent``,
-``BOX_PATCH_PROBABILITY`` for the segmentation trainers) the patch lies inside the foreground box (centred on a
-smaller box), otherwise its start is uniform over the whole case, so that the network sees at training what
-sliding-window prediction shows it: windows of constant background and windows that straddle the box's edge. Where
-a patch leaves the box, its box in the global view leaves the view as well and its global context there is empty
-(:func:`box_in_global_view`), in training and prediction alike.
+ones: with probability ``box_probability`` (the trainer's ``oversample_foreground_percent``; 1 by default,
+``BOX_PATCH_PROBABILITY``) the patch lies inside the foreground box (centred on a smaller box), otherwise its start
+is uniform over the whole case, so that the network also sees windows of constant background and windows that
+straddle the box's edge. Where a patch leaves the box, its box in the global view leaves the view as well and its
+global context there is empty (:func:`box_in_global_view`), in training and prediction alike. Measured on whole
+volumes, random patches did not teach the network the constant background and cost Dice inside the box, so the
+default keeps every patch inside the box and leaves the background outside it to the rule below.
 
 **Outside the box is background** (trainer setting ``outside_box_is_background``, on by default): outside the
 foreground box every voxel holds the constant background value, so nothing there can be told apart from air. With
@@ -34,10 +35,11 @@ from mapseg_nnunet.data.intensity import background_value
 
 # the default of the trainer setting ``outside_box_is_background`` (read by nnUNetv2_predict through the plans)
 OUTSIDE_BOX_IS_BACKGROUND = True
-# the segmentation trainers' default share of local patches inside the foreground box (trainer setting
-# ``oversample_foreground_percent``): the far background is the rule's, so most patches train the anatomy and
-# a third teaches the box's edges and the constant background
-BOX_PATCH_PROBABILITY = 0.67
+# the MAPSeg trainers' default share of local patches inside the foreground box (trainer setting
+# ``oversample_foreground_percent``): all of them. Drawing a third anywhere in the case cost 5.7 Dice on the
+# whole-volume demo source, and the network alone still labelled the air (benchmarks/whole_volume.md); the rule
+# outside the box places the background
+BOX_PATCH_PROBABILITY = 1.0
 # logit margin written outside the box: softmax gives background probability 1 in float16 and float32
 BACKGROUND_LOGIT_MARGIN = 1e4
 
