@@ -44,7 +44,6 @@ pseudo-labels, augmented ones for the student).
 """
 from __future__ import annotations
 
-import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
