@@ -65,13 +65,13 @@ def test_glc_sliding_window_equals_plain_reimplementation(net):
                                     outside_box_is_background=False)
     assert got.shape == (3, 32, 24, 16)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
-    # the default rule: background outside the foreground box (make_case's 3-voxel margin), the same inside
+    # the default rule: windows inside the foreground box (make_case's 3-voxel margin), background outside it
     ruled = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, use_gaussian=False)
-    inside = (slice(None), slice(3, 29), slice(3, 21), slice(3, 13))
-    torch.testing.assert_close(ruled[inside], expected[inside], atol=1e-5, rtol=1e-5)
+    inside = (slice(3, 29), slice(3, 21), slice(3, 13))
     outside = torch.ones(case.shape[1:], dtype=torch.bool)
-    outside[inside[1:]] = False
+    outside[inside] = False
     assert (ruled.argmax(0)[outside] == 0).all() and (expected.argmax(0)[outside] != 0).any()
+    assert torch.isfinite(ruled).all()
 
 
 def test_global_context_changes_the_prediction(net):

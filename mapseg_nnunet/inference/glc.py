@@ -14,8 +14,9 @@ For one (already intensity-normalised) case ``(C, X, Y, Z)``:
 4. optional Gaussian weighting (nnU-Net's ``compute_gaussian``) and test-time mirroring. Mirroring is exact: for
    a flip along axis ``a`` the window, the global view and the window's box are all flipped, which equals running
    the GLC prediction on the flipped case;
-5. with ``outside_box_is_background`` (the trainer setting; :mod:`mapseg_nnunet.data.foreground_box`) windows
-   that do not meet the foreground box are not run and every voxel outside the box is background.
+5. with ``outside_box_is_background`` (the trainer setting; :mod:`mapseg_nnunet.data.foreground_box`) the windows
+   stay inside the foreground box, as the training patches do (nnU-Net's steps over the box,
+   :func:`window_starts_in_box`), and every voxel outside the box is background.
 
 Logits are accumulated in float32 on ``results_device``.
 """
@@ -32,7 +33,7 @@ from nnunetv2.inference.sliding_window_prediction import compute_gaussian, compu
 from tqdm import tqdm
 
 from mapseg_nnunet.data.foreground_box import (OUTSIDE_BOX_IS_BACKGROUND, box_in_global_view, case_foreground_box,
-                                               logits_outside_box_to_background_, window_meets_box)
+                                               logits_outside_box_to_background_)
 
 
 def global_view(image: torch.Tensor, patch_size: Sequence[int], box: Optional[np.ndarray] = None
@@ -58,6 +59,20 @@ def mirror_combinations(mirror_axes: Optional[Sequence[int]]) -> list:
     """Identity plus every non-empty combination of ``mirror_axes`` (spatial axes), as nnU-Net mirrors."""
     axes = tuple(mirror_axes or ())
     return [()] + [c for i in range(len(axes)) for c in itertools.combinations(axes, i + 1)]
+
+
+def window_starts_in_box(shape: Sequence[int], patch_size: Sequence[int], foreground: np.ndarray,
+                         tile_step_size: float) -> list:
+    """Sliding-window starts that keep every window inside the ``foreground`` box, as training keeps its local
+    patches (a box smaller than the patch gets the windows centred on it, clipped to the case ``shape``): nnU-Net's
+    steps over the box grown to at least the patch size."""
+    lo, size = [], []
+    for (b0, b1), p, s in zip(foreground, patch_size, shape):
+        width = max(int(b1 - b0), int(p))
+        lo.append(int(min(max((b0 + b1 - width) // 2, 0), s - width)))
+        size.append(width)
+    steps = compute_steps_for_sliding_window(size, tuple(int(p) for p in patch_size), tile_step_size)
+    return [tuple(a + b for a, b in zip(lo, start)) for start in itertools.product(*steps)]
 
 
 @torch.inference_mode()
@@ -116,7 +131,7 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
     starts = list(itertools.product(*compute_steps_for_sliding_window(data.shape[1:], patch_size, tile_step_size)))
     foreground = case_foreground_box(data.detach().cpu().numpy())
     if outside_box_is_background:
-        starts = [s for s in starts if window_meets_box(s, patch_size, foreground)]
+        starts = window_starts_in_box(data.shape[1:], patch_size, foreground, tile_step_size)
     logits = glc_window_logits(network, data, starts, patch_size, num_classes, use_gaussian, mirror_axes, device,
                                results_device, progress, foreground)
     if outside_box_is_background:

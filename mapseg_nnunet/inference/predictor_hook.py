@@ -9,8 +9,8 @@ weighting, mirroring, autocast, the device and its out-of-memory fallback to acc
 ``nnUNetPredictor`` are wrapped: ``predict_logits_from_preprocessed_data`` (normalises once, then nnU-Net's fold
 loop), ``predict_sliding_window_return_logits`` (normalises when called directly, as the trainers' final
 validation does) and ``_internal_predict_sliding_window_return_logits`` (GLC windows, and the rule that outside
-the case's foreground box is background when the network declares it: windows that do not meet the box are not
-run, :mod:`mapseg_nnunet.data.foreground_box`). A fourth,
+the case's foreground box is background when the network declares it: the windows stay inside the box, as the
+training patches do, :mod:`mapseg_nnunet.data.foreground_box`). A fourth,
 ``_manage_input_and_output_lists``, checks that every input file reads to its end before nnU-Net's preprocessing
 workers start (SimpleITK accepts a truncated ``.nii.gz`` and would segment garbage): a corrupt input stops the
 prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions
@@ -23,7 +23,7 @@ from importlib.metadata import version
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
-from mapseg_nnunet.data.foreground_box import case_foreground_box, logits_outside_box_to_background_, window_meets_box
+from mapseg_nnunet.data.foreground_box import case_foreground_box, logits_outside_box_to_background_
 from mapseg_nnunet.data.input_checks import check_files_readable
 from mapseg_nnunet.data.intensity import normalize_case
 
@@ -90,9 +90,11 @@ def install() -> None:
             if not (glc or rule):
                 return original(self, data, slicers, do_on_device)
             foreground = case_foreground_box(data.detach().cpu().numpy())
-            if rule:
-                patch = self.configuration_manager.patch_size
-                slicers = [s for s in slicers if window_meets_box(window_start(s), patch, foreground)]
+            if rule:  # windows inside the box, as the training patches
+                from mapseg_nnunet.inference.glc import window_starts_in_box
+                patch = [int(p) for p in self.configuration_manager.patch_size]
+                slicers = [(slice(None),) + tuple(slice(a, a + p) for a, p in zip(start, patch)) for start in
+                           window_starts_in_box(data.shape[1:], patch, foreground, self.tile_step_size)]
             logits = predict_glc(self, data, slicers, do_on_device, foreground) if glc else \
                 original(self, data, slicers, do_on_device)
             if rule:
