@@ -7,14 +7,19 @@ import numpy as np
 import pytest
 import torch
 
-from mapseg_nnunet.data.foreground_box import (box_in_global_view, case_foreground_box, labels_outside_box_to_background,
-                                               logits_outside_box_to_background_, outside_box_mask,
-                                               patch_voxels_in_box, sample_local_start, window_meets_box)
+from mapseg_nnunet.data.foreground_box import (box_in_global_view, case_foreground_box,
+                                               labels_outside_box_to_background, logits_outside_box_to_background_,
+                                               outside_box_mask, patch_voxels_in_box, sample_local_start)
 from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
 from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
 from mapseg_nnunet.data.synthetic import whole_volume_case
 
 PATCH = (24, 24, 24)
+
+
+def window_meets_box(start, patch, box) -> bool:
+    """Whether a window starting at ``start`` shares any voxel with ``box``."""
+    return all(s < hi and s + p > lo for s, p, (lo, hi) in zip(start, patch, box))
 
 
 @pytest.fixture(scope="module")

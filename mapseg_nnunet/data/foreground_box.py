@@ -19,10 +19,10 @@ default keeps every patch inside the box and leaves the background outside it to
 **Outside the box is background** (trainer setting ``outside_box_is_background``, on by default): outside the
 foreground box every voxel holds the constant background value, so nothing there can be told apart from air. With
 the setting on, every prediction a MAPSeg model makes labels it background: ``nnUNetv2_predict`` and the trainers'
-final validation (the sliding windows stay inside the box, as the training patches do), the teacher's pseudo-labels in centralized,
-test-time and federated UDA, and the validation patches that drive model selection. This extends nnU-Net's own crop
-to non-zero (outside the crop nnU-Net's export writes background) to any constant background. A case without a
-constant background has its whole volume as box, so the rule changes nothing there.
+final validation (the sliding windows stay inside the box, as the training patches do), the teacher's
+pseudo-labels in centralized, test-time and federated UDA, and the validation patches that drive model selection.
+This extends nnU-Net's own crop to non-zero (outside the crop nnU-Net's export writes background) to any constant
+background. A case without a constant background has its whole volume as box, so the rule changes nothing there.
 """
 from __future__ import annotations
 
@@ -149,7 +149,3 @@ def logits_outside_box_to_background_(logits: torch.Tensor, voxels_in_box: torch
         logits[:, k].masked_fill_(outside, 0.0 if k == 0 and not regions else -BACKGROUND_LOGIT_MARGIN)
     return logits
 
-
-def window_meets_box(start: Sequence[int], patch: Sequence[int], foreground: np.ndarray) -> bool:
-    """Whether a sliding window starting at ``start`` shares any voxel with the ``foreground`` box."""
-    return all(s < hi and s + p > lo for s, p, (lo, hi) in zip(start, patch, foreground))
