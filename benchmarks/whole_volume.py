@@ -22,7 +22,8 @@ Trains through stock ``nnUNetv2_train`` on fold 0 of the whole-volume source, at
   nnU-Net), which the change must not harm.
 
 Reported on the fold-0 validation cases (``nnUNetPredictor``, the path of ``nnUNetv2_predict``): Dice per class and
-mean, and the voxels labelled foreground outside the brain's bounding box. Writes ``whole_volume.md`` / ``.json`` to
+mean, the voxels labelled foreground outside the brain's bounding box, and those labelled foreground in the constant air
+(inside the box as well) farther than 2 voxels from the brain. Writes ``whole_volume.md`` / ``.json`` to
 ``--out`` (default: benchmarks/); work folder ``work_dirs/benchmarks_whole_volume``; finished runs are reused.
 """
 from __future__ import annotations
@@ -36,6 +37,7 @@ from typing import Optional
 
 import numpy as np
 import SimpleITK as sitk
+from scipy import ndimage
 
 from mapseg_nnunet.data.foreground_box import foreground_box
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
@@ -46,6 +48,7 @@ from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WHOLE = 961  # the demo source in a whole-volume field of view
+AIR_MARGIN = 2  # voxels: foreground in the air farther than this from any tissue voxel is counted
 BEFORE = {"oversample_foreground_percent": 1.0, "outside_box_is_background": False}
 RANDOM_PATCHES = {"oversample_foreground_percent": 0.67}  # a third of the patches anywhere in the case
 # arm -> (row label, recipe, whole-volume settings)
@@ -99,21 +102,29 @@ def write_whole_volume_source(runner: Runner, field) -> None:
     os.replace(partial, final)
 
 
-def score(predictions: str, labels: str) -> dict:
-    """Mean Dice (%) per class and overall, and per case the voxels labelled foreground outside the brain's box."""
+def score(predictions: str, labels: str, images: str) -> dict:
+    """Mean Dice (%) per class and overall; per case the voxels labelled foreground outside the brain's box and
+    those labelled foreground in the constant air (the image's minimum; inside the box as well) farther than
+    ``AIR_MARGIN`` voxels from any other voxel (the reference itself labels air at the brain's edge)."""
     cases = {}
     for name in sorted(f for f in os.listdir(labels) if f.endswith(".nii.gz")):
         reference = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(labels, name)))
         prediction = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(predictions, name)))
+        image = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(images, name[:-7] + "_0000.nii.gz")))
         outside = np.ones(reference.shape, bool)
         outside[tuple(slice(int(lo), int(hi)) for lo, hi in foreground_box(reference > 0))] = False
+        air = image == image.min()
+        far_air = ndimage.distance_transform_edt(air) > AIR_MARGIN
         cases[name] = {"dice": {str(k): 100 * v for k, v in dice_scores(prediction, reference).items()},
                        "foreground_outside_box": int((prediction[outside] > 0).sum()),
+                       "foreground_in_far_air": int((prediction[far_air] > 0).sum()),
+                       "reference_in_far_air": int((reference[far_air] > 0).sum()),
                        "foreground_predicted": int((prediction > 0).sum()),
                        "foreground_reference": int((reference > 0).sum())}
     classes = {str(k): float(np.nanmean([c["dice"][str(k)] for c in cases.values()])) for k in LABELS}
     return {"classes": classes, "mean": float(np.mean(list(classes.values()))),
             "foreground_outside_box": float(np.mean([c["foreground_outside_box"] for c in cases.values()])),
+            "foreground_in_far_air": float(np.mean([c["foreground_in_far_air"] for c in cases.values()])),
             "cases": cases}
 
 
@@ -125,11 +136,15 @@ def predict_and_score(runner: Runner, name: str, model: str, dataset: int, rule:
     cached = os.path.join(output, "scores.json")
     if os.path.isfile(cached) and os.path.getmtime(cached) > os.path.getmtime(
             os.path.join(model, "fold_0", "checkpoint_final.pth")):
-        return json.load(open(cached))
-    runner.say(f"{name}: predicting the fold-0 validation cases of dataset {dataset}")
-    predict_folder(model, images, output, log=os.path.join(output, "predict.log"),
-                   network_attributes=None if rule is None else {"mapseg_outside_box_is_background": rule})
-    result = score(output, labels)
+        result = json.load(open(cached))
+        if "foreground_in_far_air" in result:
+            return result
+        runner.say(f"{name}: re-scoring the cached predictions")  # predicted before the air measure existed
+    else:
+        runner.say(f"{name}: predicting the fold-0 validation cases of dataset {dataset}")
+        predict_folder(model, images, output, log=os.path.join(output, "predict.log"),
+                       network_attributes=None if rule is None else {"mapseg_outside_box_is_background": rule})
+    result = score(output, labels, images)
     with open(cached, "w") as f:
         json.dump(result, f, indent=1)
     return result
@@ -189,17 +204,23 @@ def main(argv=None) -> None:
 
 def write_markdown(out: str, r: dict) -> None:
     classes = " / ".join(CLASS_NAMES.values())
+    first = next(iter(r["results"].values()))["cases"].values()
+    ref_air = float(np.mean([c["reference_in_far_air"] for c in first]))
     lines = ["# Whole-volume scans: MAPSeg source-only against stock nnU-Net at equal iterations", "",
              f"Command: `{r['command'].strip()}`; {r['iterations']} iterations, seed {r['seed']}, CPU presets "
              f"(32^3 patch, batch 2); the demo source (12 cases at 2.2 mm) centred in a "
              f"{' x '.join(map(str, r['field']))}-voxel field of view and z-scored over the volume (constant "
              f"negative air). One seed: differences of a point or two are within seed noise.", "",
              f"Fold-0 validation cases of the source. Dice %: {classes} and their mean; outside box: voxels labelled "
-             f"foreground outside the brain's bounding box (mean per case).", "",
-             "| model | Dice (" + classes + ") | mean Dice | foreground voxels outside the box |", "|---|---|---|---|"]
+             f"foreground outside the brain's bounding box; in the air: voxels labelled foreground in the constant air, inside "
+             f"the box as well, farther than {AIR_MARGIN} voxels from the brain (means per case; the reference labels "
+             f"{ref_air:.0f} such voxels).", "",
+             "| model | Dice (" + classes + ") | mean Dice | foreground voxels outside the box | foreground voxels "
+             "in the air |", "|---|---|---|---|---|"]
     for name, s in r["results"].items():
         per_class = " / ".join(f"{s['classes'][str(k)]:.1f}" for k in LABELS)
-        lines.append(f"| {name} | {per_class} | {s['mean']:.1f} | {s['foreground_outside_box']:.0f} |")
+        lines.append(f"| {name} | {per_class} | {s['mean']:.1f} | {s['foreground_outside_box']:.0f} | "
+                     f"{s['foreground_in_far_air']:.0f} |")
     with open(os.path.join(out, "whole_volume.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
 
