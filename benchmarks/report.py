@@ -14,6 +14,7 @@ from mapseg_nnunet.data.atomic import atomic_path
 from mapseg_nnunet.method.selection import replaces_best
 
 from .cohort import CLASS_NAMES, SHIFTS, UNET_PLANS
+from .paired import paired_lines, paired_table
 
 MIN_GAP = 5.0  # Dice points: below, "fraction of the gap" is noise over a tiny denominator
 # (key in the results, summary key with {b} = the backbone, title); the floor and the oracle keep their names
@@ -323,16 +324,18 @@ def write_report(out: str, runner, command: str, results: dict, speed: Optional[
 
 
 def render(out: str) -> None:
-    """RESULTS.md and the plots from results.json, whose top-level ``summary`` (:func:`summary`) it (re)writes."""
+    """RESULTS.md and the plots from results.json, whose top-level ``summary`` (:func:`summary`) and ``paired``
+    (:func:`benchmarks.paired.paired_table`) it (re)writes."""
     path = os.path.join(out, "results.json")
     data = json.load(open(path))
     meta, results, speed = data["meta"], data["results"], data["speed"]
     targets = {str(t): name for t, name in SHIFTS.items()}
     plans = meta["budget"].get("plans", UNET_PLANS)
     data["summary"] = summary(results, targets, plans)
+    data["paired"] = paired_table(results["quality"], targets)
     with atomic_path(path) as tmp, open(tmp, "w") as f:
-        json.dump({"summary": data["summary"], "meta": meta, "results": results, "speed": speed}, f, indent=1,
-                  default=str)
+        json.dump({"summary": data["summary"], "paired": data["paired"], "meta": meta, "results": results,
+                   "speed": speed}, f, indent=1, default=str)
     figures = plots(out, results, targets)
     total = sum(meta["timings_s"].values()) / 60
     lines = ["# Benchmarks: does adaptation happen, and what does it cost?", "",
@@ -347,6 +350,8 @@ def render(out: str) -> None:
              "model on every shift; test-time UDA within 5 Dice and Fed-MAPSeg within 8 Dice of centralized UDA "
              "(the paper's distances: TTA -1.8 / -2.8 / -2.3, Fed -7.8 / +0.5 / -4.2).", ""] + goal_table(
                  results, targets, plans) + [
+             "", "## 2b. Paired differences (bootstrap over cases within seeds and over seeds)", ""] + paired_lines(
+                 data["paired"]) + [
              "", "## 3. Test-time UDA (paper Table 3 style)", ""] + tta_table(results, targets) + [
              "", "## 4. Ablations (paper Table 5, Fig. 3)", ""] + ablation_table(results, targets) + [
              "", "## 5. Label-free model selection", ""] + selection_table(results, targets) + [

@@ -82,7 +82,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                       with_labels=False, box_probability=in_box)
         val = GlobalLocalDataLoader(domains, self.batch_size, patch, self.intensity_settings, NO_AUGMENTATION,
                                     with_labels=False, training=False, box_probability=in_box)
-        return wrap_in_augmenter(train, val, self.device)
+        return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
     def _reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
         """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE or None)},

@@ -101,7 +101,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             if targets else None)
         val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
                                     training=False, box_probability=in_box)
-        return wrap_in_augmenter(train, val, self.device)
+        return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
     def target_site_dataloaders(self):
         """Loaders of this trainer's own dataset as an unlabeled target (test-time UDA, federated clients)."""
@@ -115,7 +115,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
             self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
             self.target_augmentation, student=self.target_student_intensity,
-            box_probability=self.oversample_foreground_percent), self.device)
+            box_probability=self.oversample_foreground_percent), self.device, seed=self.seed)
 
     def _to_device(self, batch):
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}

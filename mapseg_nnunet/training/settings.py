@@ -10,7 +10,8 @@
 Each key names an attribute of the trainer (dotted for nested settings such as ``masking.local_cube`` or
 ``loss_weights.gamma``); the trainer applies the plans' when it initialises, before the network is built, and
 logs both. ``seed`` seeds Python, NumPy and PyTorch there (network initialisation, masks and the in-process data
-order; nnU-Net's background augmentation workers draw their own seeds). nnU-Net copies the plans into the
+order) and the MAPSeg trainers' background augmentation workers (:mod:`mapseg_nnunet.data.augmenter`): the same
+seed trains the same model. nnU-Net copies the plans into the
 results folder, so every model records the settings it was trained with, and results of different variants
 land in different folders (``TRAINER__PLANS__CONFIGURATION``).
 """
@@ -41,6 +42,7 @@ def apply_trainer_settings(trainer, settings: Dict[str, Any], where: str) -> Lis
     applied = []
     for name, value in settings.items():
         if name == "seed":
+            trainer.seed = int(value)  # the data loaders' background workers derive theirs from it
             seed_everything(int(value))
             applied.append(f"seed = {int(value)}")
             continue
@@ -95,6 +97,7 @@ class PlansTrainerSettings:
     def set_defaults(self) -> None:
         """The trainer's own defaults (subclasses call ``super().set_defaults()`` first)."""
         self.final_validation = True
+        self.seed = None  # the setting ``seed``: None leaves the random state as nnU-Net does
 
     def initialize(self):
         settings = plans_settings(self.configuration_manager)
