@@ -3,6 +3,7 @@ data loaded in two seeded background workers (``nnUNet_n_proc_DA=2``) and contra
 random networks there; another seed gives another model. Centralized UDA, adapting from the second epoch."""
 import os
 
+import numpy as np
 import torch
 
 from mapseg_nnunet.data.augmenter import TRAIN_STREAM, VALIDATION_STREAM, worker_seeds
@@ -46,3 +47,50 @@ def test_worker_seeds_differ_between_workers_and_streams_not_between_runs():
     assert train == worker_seeds(0, TRAIN_STREAM, 4)
     assert len(set(train + val)) == 8
     assert not set(train) & set(worker_seeds(1, TRAIN_STREAM, 4))
+
+
+class _RandomLoader:
+    """A loader drawing from NumPy's and PyTorch's global random state, as nnU-Net's loaders and transforms do."""
+
+    def __init__(self):
+        self.thread_id = 0
+
+    def set_thread_id(self, thread_id):
+        self.thread_id = thread_id
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        return {"numpy": np.random.rand(3), "torch": torch.rand(3).numpy(), "worker": self.thread_id}
+
+
+def _batches(seed, n=6):
+    from batchgenerators.dataloading.single_threaded_augmenter import SingleThreadedAugmenter
+    from mapseg_nnunet.data.augmenter import seeded_nnunet_augmenters
+    train, val = seeded_nnunet_augmenters(lambda: (SingleThreadedAugmenter(_RandomLoader(), None),
+                                                   SingleThreadedAugmenter(_RandomLoader(), None)),
+                                          torch.device("cpu"), seed)
+    try:
+        return [next(train) for _ in range(n)]
+    finally:
+        for augmenter in (train, val):
+            getattr(augmenter, "_finish", lambda: None)()
+
+
+def test_stock_loaders_in_seeded_workers(monkeypatch):
+    """nnU-Net's own loaders (the stock trainer's) in two seeded workers: the same batches in the same order for
+    one seed, in turn from both workers, NumPy and PyTorch drawn differently by each worker; another seed differs;
+    nnUNet_n_proc_DA is left as it was."""
+    monkeypatch.setenv("nnUNet_n_proc_DA", "2")
+    first, again, other = _batches(0), _batches(0), _batches(1)
+    assert os.environ["nnUNet_n_proc_DA"] == "2"
+    workers = [b["worker"] for b in first]
+    assert set(workers) == {0, 1} and all(a != b for a, b in zip(workers, workers[1:]))  # in turn
+    for a, b in zip(first, again):
+        np.testing.assert_array_equal(a["numpy"], b["numpy"])
+        np.testing.assert_array_equal(a["torch"], b["torch"])
+    assert workers == [b["worker"] for b in again]
+    assert not np.allclose(first[0]["numpy"], first[1]["numpy"])  # the workers' streams differ
+    assert not np.allclose(first[0]["torch"], first[1]["torch"])
+    assert not np.allclose(first[0]["numpy"], other[0]["numpy"])
