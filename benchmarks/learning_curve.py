@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     runner.budget.plans = args.plans  # the MAE encoder is pretrained on the same plans
     runner.setup()
     runner.plan(args.plans)
-    mae = None if args.no_mae else runner.mae()
+    mae = None if args.no_mae else runner.mae(args.seed)
     cr = "_cr" if args.contrast_randomization else ""
     suffix = ("" if args.plans == PLANS else f"_{args.plans}") + cr
     settings = runner.source_settings(args.seed, num_epochs=args.epochs, num_iterations_per_epoch=args.iterations,

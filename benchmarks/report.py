@@ -216,7 +216,8 @@ def ablation_table(results: dict, targets: Dict[str, str]) -> List[str]:
 def selection_table(results: dict, targets: Dict[str, str]) -> List[str]:
     epochs = results["selection"]
     if not epochs:
-        return ["No per-epoch checkpoints were kept in this run."]
+        return ["No per-epoch checkpoints were kept in this run (`python -m benchmarks.run --selection` keeps and "
+                "scores them)."]
     best_score = None
     for epoch in ({"adapted": True, **e} for e in epochs):  # the trainer's rule (older results: all adapted)
         best_score = epoch if replaces_best(epoch, best_score) else best_score

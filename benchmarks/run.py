@@ -1,7 +1,7 @@
 """Does adaptation happen, and what does it cost? Regenerates ``benchmarks/RESULTS.md``, ``results.json`` (with its
 ``summary``) and the plots.
 
-    python -m benchmarks.run                      # full: 3 seeds, the U-Net path, selection check, speed (<= 90 min)
+    python -m benchmarks.run                      # full: 3 seeds, the U-Net path, speed (<= 90 min)
     python -m benchmarks.run --ablations all      # then: the ablations too (same work folder, finished runs reused)
     python -m benchmarks.run --quick              # 1 seed, tiny budgets: checks the whole pipeline in minutes
     (make benchmarks / make benchmarks-ablations / make benchmarks-quick do the set-up first)
@@ -62,6 +62,9 @@ def main(argv=None) -> None:
     parser.add_argument("--ablations", nargs="*", default=None,
                         help="run these ablations by name, or 'all' (default: the budget's; none for the full run): "
                              + "; ".join(ABLATIONS))
+    parser.add_argument("--selection", action="store_true",
+                        help="also the label-free selection check: the first seed's UDA keeps a checkpoint per epoch "
+                             "and each is scored on every target's test cases (about 10 min more)")
     parser.add_argument("--plans", default=None, choices=sorted(PLANNERS),
                         help=f"the MAPSeg plans of the table (default {UNET_PLANS})")
     args = parser.parse_args(argv)
@@ -70,6 +73,7 @@ def main(argv=None) -> None:
         budget.seeds = args.seeds
     if args.plans is not None:
         budget.plans = args.plans
+    budget.selection = budget.selection or args.selection
     if args.ablations is not None:
         names = list(ABLATIONS) if args.ablations == ["all"] else args.ablations
         unknown = set(names) - set(ABLATIONS)
@@ -84,10 +88,10 @@ def main(argv=None) -> None:
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])
     runner.setup()
     runner.plan(budget.plans)
-    mae = runner.mae()
-    seeds = {seed: runner.seed_runs(seed, mae) for seed in budget.seeds}
+    maes = {seed: runner.mae(seed) for seed in budget.seeds}
+    seeds = {seed: runner.seed_runs(seed, maes[seed]) for seed in budget.seeds}
     fed = runner.federated(budget.seeds[0], seeds[budget.seeds[0]]["source_only_cr"])
-    ablations = runner.ablations(mae, seeds[budget.seeds[0]], budget.ablations)
+    ablations = runner.ablations(maes[budget.seeds[0]], seeds[budget.seeds[0]], budget.ablations)
     runner.say("prediction and evaluation of every model on the targets' test labels")
     start = time.time()
     results = evaluate_all(runner, seeds, fed, ablations)

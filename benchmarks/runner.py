@@ -33,7 +33,7 @@ class Budget:
     val: int = 4
     lr: float = 1e-3
     ablations: List[str] = field(default_factory=list)  # names in ABLATIONS run by default
-    selection: bool = True
+    selection: bool = False  # --selection: keep UDA's per-epoch checkpoints and score each on the targets
     speed_repeats: int = 5
     # seeds of floor, oracle, plain source-only and test-time UDA (default: all seeds)
     reference_seeds: Optional[List[int]] = None
@@ -202,13 +202,15 @@ class Runner:
         open(marker, "w").write("ok\n")
         return plans
 
-    def mae(self) -> str:
-        """The MAE checkpoint on the budget's plans (source + registered targets)."""
+    def mae(self, seed: int) -> str:
+        """The MAE checkpoint of ``seed`` on the budget's plans (source + registered targets): one pretraining per
+        seed, so that each seed's chain (MAE -> teacher -> UDA / control / test-time / federated) is independent of
+        the others."""
         b = self.budget
-        plans = self.variant(SOURCE, b.plans, f"{b.plans}_bench_mae", {"seed": 0, "num_epochs": b.mae_epochs,
-                                                                       "num_iterations_per_epoch": b.iterations,
-                                                                       "num_val_iterations_per_epoch": b.val})
-        folder = self.train("mae", SOURCE, "nnUNetTrainerMAPSegMAE", plans, fold="all")
+        plans = self.variant(SOURCE, b.plans, f"{b.plans}_bench_mae_s{seed}", {
+            "seed": seed, "num_epochs": b.mae_epochs, "num_iterations_per_epoch": b.iterations,
+            "num_val_iterations_per_epoch": b.val})
+        folder = self.train(f"s{seed}_mae", SOURCE, "nnUNetTrainerMAPSegMAE", plans, fold="all")
         return os.path.join(folder, "fold_all", "checkpoint_final.pth")
 
     def bench_plans(self, name: str, seed: int) -> str:

@@ -170,7 +170,7 @@ def iteration_times_from_logs(runner) -> List[dict]:
     rows = []
     for name, trainer, variant, fold, skip_first in (
             ("MAE iteration (batch 4) / stock nnUNetTrainer iteration (batch 2)", "nnUNetTrainerMAPSegMAE",
-             f"{plans}_bench_mae", "all", True),
+             f"{plans}_bench_mae_s{seed}", "all", True),
             ("source-only MAPSeg iteration (contrast-randomized) / stock nnUNetTrainer iteration",
              "nnUNetTrainerMAPSegUDA_noMPL", runner.bench_plans("source_only_cr", seed), "0", True),
             ("UDA iteration (adapting epochs) / stock nnUNetTrainer iteration", "nnUNetTrainerMAPSegUDA",

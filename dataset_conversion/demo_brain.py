@@ -4,8 +4,8 @@ matter probability maps, shipped in the ``nilearn`` wheel.
 Writes into ``nnUNet_raw`` (deterministic given ``--seed``):
 
 * a labeled **source** (T1w), ``Dataset{S}_DemoBrainSourceT1w``: imagesTr + labelsTr;
-* three unlabeled **targets**, each with imagesTr (no labels) and a labeled test split imagesTs/labelsTs used for
-  evaluation only, modelled on the domain shifts of the MAPSeg paper:
+* three unlabeled **targets**, each with imagesTr (10 cases, no labels) and a labeled test split imagesTs/labelsTs
+  (16 cases: enough to tell a few Dice points from case-to-case noise) used for evaluation only, modelled on the domain shifts of the MAPSeg paper:
   - ``DemoBrainTargetT2w`` (cross-sequence): T2w-like tissue contrast (CSF bright, WM dark);
   - ``DemoBrainTargetSite`` (cross-site): the T1w contrast from another scanner and protocol: thick-slice
     acquisition (slices of 2 voxels = 4.4 mm averaged along the superior axis, interpolated back), a strong smooth
@@ -45,7 +45,10 @@ GRID = (84, 104, 88)  # (x, y, z) voxels at SPACING_MM: room for the largest, ro
 LABELS = {"background": 0, "CSF": 1, "GM": 2, "WM": 3}
 DOMAINS = ("T2w", "Site", "Age")
 DEFAULT_IDS = (951, 952, 953, 954)
-DEFAULT_COUNTS = {"source_train": 12, "target_train": 10, "target_test": 4}
+DEFAULT_COUNTS = {"source_train": 12, "target_train": 10, "target_test": 16}
+# test cases of each target drawn from the cohort's main random stream; those beyond come from a stream of the
+# target's own (``extra_test_stream``), so that more test cases leave every other case of the cohort as it was
+MAIN_STREAM_TEST_CASES = 4
 AGE_SCALE = 0.82  # infant brains relative to the source's
 MIN_EXTENT = min(PRESETS["cpu"].patch_size)  # voxels per axis: the CPU preset's patch side (MAPSegPlannerCPU)
 
@@ -189,6 +192,11 @@ def _finish(final: str, partial: str, num_training: int, name: str, description:
     os.replace(partial, final)
 
 
+def extra_test_stream(seed: int, dataset_index: int) -> np.random.Generator:
+    """The random stream of a target's test cases beyond the first ``MAIN_STREAM_TEST_CASES``."""
+    return np.random.default_rng([int(seed), 1, int(dataset_index)])
+
+
 def check_options(dataset_ids: Sequence[int], seed: int, counts: Dict[str, int],
                   oracle_ids: Optional[Sequence[int]]) -> None:
     """Refuse options out of range before anything is written (``ValueError`` naming the option)."""
@@ -259,15 +267,17 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
                 written[f"oracle_{domain}"] = oracle[1]
             splits = [("imagesTr", "labelsTr", counts["source_train"])] if domain == "source" else \
                 [("imagesTr", None, counts["target_train"]), ("imagesTs", "labelsTs", counts["target_test"])]
+            extra = extra_test_stream(seed, index)
             for images, labels, n in splits:
                 os.makedirs(os.path.join(partial, images))
                 if labels:
                     os.makedirs(os.path.join(partial, labels))
                 for i in range(n):
-                    scale = rng.uniform(0.92, 1.08) * (AGE_SCALE if domain == "Age" else 1.0)
-                    warped, label, mask = _subject(templates, rng, scale, domain)
+                    stream = extra if images == "imagesTs" and i >= MAIN_STREAM_TEST_CASES else rng
+                    scale = stream.uniform(0.92, 1.08) * (AGE_SCALE if domain == "Age" else 1.0)
+                    warped, label, mask = _subject(templates, stream, scale, domain)
                     case = f"{name}_{images[-2:].lower()}{i:03d}"
-                    image = render(domain, warped, mask, rng)
+                    image = render(domain, warped, mask, stream)
                     check_extent(image, f"{name}/{images}/{case}")
                     _write(image, os.path.join(partial, images, f"{case}_0000.nii.gz"), False)
                     if labels:

@@ -113,3 +113,26 @@ def test_a_target_smaller_than_the_patch_is_refused_and_nothing_is_left(tmp_path
         generate_demo_cohort(str(raw), counts=COUNTS, overwrite=True, verbose=False)
     assert sorted(os.listdir(raw)) == ["Dataset951_DemoBrainSourceT1w"]
     assert os.listdir(existing) == ["marker"]  # replaced only once the whole cohort is complete
+
+
+def test_more_test_cases_leave_the_other_cases_as_they_were(tmp_path):
+    """Test cases beyond the main stream's come from each target's own stream: raising ``target_test`` adds cases
+    and changes none of the others (training sets, the first test cases, the later targets)."""
+    from mapseg_nnunet.dataset_conversion.demo_brain import MAIN_STREAM_TEST_CASES
+    few = {"source_train": 1, "target_train": 1, "target_test": MAIN_STREAM_TEST_CASES}
+    a = generate_demo_cohort(str(tmp_path / "a"), counts=few, verbose=False)
+    b = generate_demo_cohort(str(tmp_path / "b"), counts={**few, "target_test": MAIN_STREAM_TEST_CASES + 2},
+                             verbose=False)
+    for role in a:
+        for sub in sorted(os.listdir(a[role])):
+            if not os.path.isdir(os.path.join(a[role], sub)):
+                continue
+            names = sorted(os.listdir(os.path.join(a[role], sub)))
+            extra = sorted(set(os.listdir(os.path.join(b[role], sub))) - set(names))
+            assert len(extra) == (2 if sub.endswith("Ts") else 0), (role, sub, extra)
+            for name in names:
+                np.testing.assert_array_equal(_read(os.path.join(a[role], sub, name)),
+                                              _read(os.path.join(b[role], sub, name)))
+            if sub == "imagesTs":
+                last = _read(os.path.join(b[role], sub, names[-1]))
+                assert not any(np.array_equal(last, _read(os.path.join(b[role], sub, e))) for e in extra)
