@@ -10,33 +10,29 @@ import time
 from typing import Dict, List, Optional
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from .cohort import LABELS, SOURCE, TARGETS
 
 
-def dice_scores(prediction: np.ndarray, reference: np.ndarray, labels=LABELS) -> Dict[int, float]:
-    """Per-class Dice; NaN where a class is absent from both (nnU-Net's convention)."""
-    scores = {}
-    for label in labels:
-        p, r = prediction == label, reference == label
-        denominator = p.sum() + r.sum()
-        scores[label] = float(2 * np.logical_and(p, r).sum() / denominator) if denominator else float("nan")
-    return scores
+def case_metrics(prediction_file: str, reference_file: str, labels=LABELS) -> Dict[int, dict]:
+    """nnU-Net's own per-case evaluation (``compute_metrics``, what ``nnUNetv2_evaluate_simple`` runs per case):
+    ``{label: {"Dice", "TP", "n_ref", ...}}``; Dice NaN where a label is absent from both."""
+    from nnunetv2.evaluation.evaluate_predictions import compute_metrics
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+    return compute_metrics(reference_file, prediction_file, SimpleITKIO(), list(labels))["metrics"]
 
 
 def score_folder(prediction_folder: str, label_folder: str) -> dict:
     """Mean per-class Dice (%) over the cases of ``label_folder`` and their mean ('mean'), and the voxel accuracy
     (%) inside the reference's foreground (label > 0: how often a pseudo-label from this model would be right),
-    saved as scores.json."""
+    saved as scores.json. Per case: nnU-Net's evaluation (:func:`case_metrics`)."""
     per_case, correct, counted = {}, 0, 0
     for name in sorted(f for f in os.listdir(label_folder) if f.endswith(".nii.gz")):
-        reference = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(label_folder, name)))
-        prediction = sitk.GetArrayFromImage(sitk.ReadImage(os.path.join(prediction_folder, name)))
-        per_case[name] = dice_scores(prediction, reference)
-        correct += int((prediction == reference)[reference > 0].sum())
-        counted += int((reference > 0).sum())
+        metrics = case_metrics(os.path.join(prediction_folder, name), os.path.join(label_folder, name))
+        per_case[name] = {label: float(m["Dice"]) for label, m in metrics.items()}
+        correct += sum(int(m["TP"]) for m in metrics.values())  # voxels of the reference's foreground labelled right
+        counted += sum(int(m["n_ref"]) for m in metrics.values())
     classes = {str(label): 100 * float(np.nanmean([c[label] for c in per_case.values()])) for label in LABELS}
     result = {"classes": classes, "mean": float(np.nanmean(list(classes.values()))),
               "foreground_voxel_accuracy": 100 * correct / max(counted, 1),

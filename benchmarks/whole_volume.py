@@ -43,7 +43,7 @@ from mapseg_nnunet.data.foreground_box import foreground_box
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
 from .cohort import CLASS_NAMES, LABELS, SOURCE
-from .evaluation import dice_scores, predict_folder, validation_folders
+from .evaluation import case_metrics, predict_folder, validation_folders
 from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -115,7 +115,8 @@ def score(predictions: str, labels: str, images: str) -> dict:
         outside[tuple(slice(int(lo), int(hi)) for lo, hi in foreground_box(reference > 0))] = False
         air = image == image.min()
         far_air = ndimage.distance_transform_edt(air) > AIR_MARGIN
-        cases[name] = {"dice": {str(k): 100 * v for k, v in dice_scores(prediction, reference).items()},
+        metrics = case_metrics(os.path.join(predictions, name), os.path.join(labels, name))
+        cases[name] = {"dice": {str(k): 100 * float(m["Dice"]) for k, m in metrics.items()},
                        "foreground_outside_box": int((prediction[outside] > 0).sum()),
                        "foreground_in_far_air": int((prediction[far_air] > 0).sum()),
                        "reference_in_far_air": int((reference[far_air] > 0).sum()),

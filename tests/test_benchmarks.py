@@ -3,20 +3,33 @@ import json
 
 import numpy as np
 
-from benchmarks.evaluation import dice_scores
+from benchmarks.evaluation import score_folder
 from benchmarks.report import earlier_speed, goal_table, quality_table, render, speed_table, summary, tta_table
 
 TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}
 
 
-def test_dice_scores_match_the_formula_and_nan_convention():
+def test_score_folder_is_nnunets_dice_with_its_nan_convention(tmp_path):
+    import SimpleITK as sitk
     rng = np.random.default_rng(0)
-    prediction, reference = rng.integers(0, 3, (20, 20, 20)), rng.integers(0, 3, (20, 20, 20))
-    scores = dice_scores(prediction, reference, labels=(1, 2, 3))
-    for label in (1, 2):
-        p, r = prediction == label, reference == label
-        assert np.isclose(scores[label], 2 * (p & r).sum() / (p.sum() + r.sum()))
-    assert np.isnan(scores[3])  # absent from both: NaN, skipped by the means (nnU-Net's convention)
+    predictions, labels = tmp_path / "predictions", tmp_path / "labels"
+    predictions.mkdir(), labels.mkdir()
+    cases = {}
+    for i in range(2):
+        prediction, reference = rng.integers(0, 3, (20, 20, 20)), rng.integers(0, 3, (20, 20, 20))
+        for folder, array in ((predictions, prediction), (labels, reference)):
+            sitk.WriteImage(sitk.GetImageFromArray(array.astype(np.uint8)), str(folder / f"case{i}.nii.gz"))
+        cases[f"case{i}.nii.gz"] = (prediction, reference)
+    scores = score_folder(str(predictions), str(labels))
+    for name, (prediction, reference) in cases.items():
+        for label in (1, 2):
+            p, r = prediction == label, reference == label
+            assert np.isclose(scores["cases"][name][str(label)], 2 * (p & r).sum() / (p.sum() + r.sum()))
+        assert np.isnan(scores["cases"][name]["3"])  # absent from both: NaN, skipped by the means
+    right = sum(int(((p == r) & (r > 0)).sum()) for p, r in cases.values())
+    assert np.isclose(scores["foreground_voxel_accuracy"], 100 * right / sum(int((r > 0).sum()) for _, r in
+                                                                               cases.values()))
+    assert np.isclose(scores["mean"], np.mean([scores["classes"]["1"], scores["classes"]["2"]]))
 
 
 def _scores(mean):
