@@ -213,8 +213,8 @@ def write_markdown(out: str, r: dict) -> None:
              f"{' x '.join(map(str, r['field']))}-voxel field of view and z-scored over the volume (constant "
              f"negative air). One seed: differences of a point or two are within seed noise.", "",
              f"Fold-0 validation cases of the source. Dice %: {classes} and their mean; outside box: voxels labelled "
-             f"foreground outside the brain's bounding box; in the air: voxels labelled foreground in the constant air, inside "
-             f"the box as well, farther than {AIR_MARGIN} voxels from the brain (means per case; the reference labels "
+             f"foreground outside the brain's bounding box; in the air: voxels labelled foreground in the constant "
+             f"air, inside the box as well, farther than {AIR_MARGIN} voxels from the brain (means per case; the reference labels "
              f"{ref_air:.0f} such voxels).", "",
              "| model | Dice (" + classes + ") | mean Dice | foreground voxels outside the box | foreground voxels "
              "in the air |", "|---|---|---|---|---|"]

@@ -5,7 +5,8 @@ Writes into ``nnUNet_raw`` (deterministic given ``--seed``):
 
 * a labeled **source** (T1w), ``Dataset{S}_DemoBrainSourceT1w``: imagesTr + labelsTr;
 * three unlabeled **targets**, each with imagesTr (10 cases, no labels) and a labeled test split imagesTs/labelsTs
-  (16 cases: enough to tell a few Dice points from case-to-case noise) used for evaluation only, modelled on the domain shifts of the MAPSeg paper:
+  (16 cases: enough to tell a few Dice points from case-to-case noise) used for evaluation only, modelled on the
+  domain shifts of the MAPSeg paper:
   - ``DemoBrainTargetT2w`` (cross-sequence): T2w-like tissue contrast (CSF bright, WM dark);
   - ``DemoBrainTargetSite`` (cross-site): the T1w contrast from another scanner and protocol: thick-slice
     acquisition (slices of 2 voxels = 4.4 mm averaged along the superior axis, interpolated back), a strong smooth

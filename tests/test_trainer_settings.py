@@ -76,6 +76,7 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     assert "seed = 3" in log
     assert "UDA targets" in log and "Dataset913_TargetC" in log  # targets registered with the shared data
     assert "Epoch 0" in log and "Epoch 1" not in log  # num_epochs = 1 instead of the smoke variant's 2
+    assert "Adaptation: 2 of 4 iterations trained the target terms" in log and "never adapts" not in log
     # class-share alignment: the source shares counted from the fold's training labels, the epoch's pseudo-labels
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     folder = glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*"))[0]
@@ -90,6 +91,21 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     record = next(line for line in log.splitlines() if "pseudo_label_shares [" in line)
     shares = json.loads(record.split("pseudo_label_shares ", 1)[1])
     assert len(shares) == 2 and sum(shares) == pytest.approx(1, abs=1e-6)
+
+
+def test_a_budget_within_its_warmup_says_it_never_adapts(source_with_target):
+    """A UDA run whose warm-up covers its iterations trains source-only: it says so at the start, naming both
+    numbers and the setting, and at the end."""
+    root, env = source_with_target
+    variant = "MAPSegPlansCPU_warmupOnly"
+    run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "num_epochs=1",
+         "warmup_iterations=4", "final_validation=false"], env, cwd=root)
+    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", "nnUNetTrainerMAPSegUDA_smoke", "-p", variant,
+         "-device", "cpu"], env, cwd=root)
+    log = _log(root, 901, "nnUNetTrainerMAPSegUDA_smoke", variant)
+    assert "WARNING: warmup_iterations (4) is not below this run's iterations (num_epochs 1 x " \
+           "num_iterations_per_epoch 4 = 4): this UDA run never adapts" in log
+    assert "Adaptation: 0 of 4 iterations trained the target terms (none" in log
 
 
 def test_misspelled_setting_stops_training_with_its_name(planned_dataset):

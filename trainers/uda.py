@@ -27,7 +27,7 @@ from mapseg_nnunet.method.masking import MaskingSettings
 from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selection_score
 from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
-from mapseg_nnunet.training.schedules import CosineWarmRestartsLR
+from mapseg_nnunet.training.schedules import CosineWarmRestartsLR, never_adapts_warning
 
 
 def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict:
@@ -184,6 +184,19 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.teacher_steps += 1
         self.iteration += 1
         return {"loss": loss.detach().cpu().numpy()}
+
+    def on_train_start(self):
+        super().on_train_start()
+        warning = never_adapts_warning(self.warmup_iterations, self.num_epochs, self.num_iterations_per_epoch)
+        if self.loss_weights.use_mpl and warning:
+            self.print_to_log_file(warning)
+
+    def on_train_end(self):
+        if self.loss_weights.use_mpl:
+            self.print_to_log_file(
+                f"Adaptation: {self.teacher_steps} of {self.iteration} iterations trained the target terms"
+                + (" (none: this run trained the source terms only)" if self.teacher_steps == 0 else ""))
+        super().on_train_end()
 
     def on_train_epoch_start(self):
         self.reset_epoch_records()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 from torch.optim import Optimizer
 
@@ -108,3 +109,15 @@ class FixedLR:
 
     def step_iteration(self) -> None:
         pass
+
+
+def never_adapts_warning(warmup_iterations: int, num_epochs: int, num_iterations_per_epoch: int) -> Optional[str]:
+    """The warning a UDA run logs at its start when its warm-up covers its whole budget (so it trains the source
+    terms only, whatever its name says); None when it adapts."""
+    total = num_epochs * num_iterations_per_epoch
+    if warmup_iterations < total:
+        return None
+    return (f"WARNING: warmup_iterations ({warmup_iterations}) is not below this run's iterations (num_epochs "
+            f"{num_epochs} x num_iterations_per_epoch {num_iterations_per_epoch} = {total}): this UDA run never "
+            f"adapts and trains the source terms only. Lower the trainer setting warmup_iterations or raise "
+            f"num_epochs (mapseg_plans_variant --set warmup_iterations=N).")
