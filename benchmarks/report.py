@@ -359,8 +359,9 @@ def render(out: str) -> None:
              "", "## 6. Speed and memory (ratios measured side by side in one run)", ""] + speed_table(speed) + [
              "", "## Plots", ""] + [f"![{f}]({f})" for f in figures] + [""]
     findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FINDINGS.md")
-    if os.path.isfile(findings) and os.path.abspath(out) == os.path.dirname(findings):
-        lines += ["## What the numbers say", "", open(findings).read()]
+    if os.path.isfile(findings):
+        lines += ["## What the numbers say", "", f"[FINDINGS.md]({os.path.relpath(findings, out)}): what each "
+                  f"benchmark and study measured and what it means, newest first."]
     with open(os.path.join(out, "RESULTS.md"), "w") as f:
         f.write("\n".join(lines))
 
