@@ -6,11 +6,11 @@ unmyelinated infant brain). Here each label class is re-rendered on its own, aft
 intensities), SLAug (class-wise curves) and FetalSynthSeg (each class split into intensity sub-clusters, so that a
 class with several tissues inside, e.g. "CSF" with vessels, keeps structure):
 
-* :func:`intensity_subclusters` splits each class of a case into up to ``max_clusters`` intensity sub-clusters,
-  once per case, from the source image (1-D k-means on the class's intensities; a class with fewer distinct
-  values gets fewer clusters). The result is a cluster map (0 = background, ``1 + class_index * max_clusters +
-  j`` otherwise), which the sampler cuts and warps with the same geometry as the labels, for the local patch and
-  the global view alike.
+* :func:`fit_subclusters` splits each class into up to ``max_clusters`` intensity sub-clusters (1-D k-means on
+  the class's intensities; a class with fewer distinct values gets fewer clusters) and :meth:`Subclusters.assign`
+  gives any view of the case its cluster map (0 = background, ``1 + class_index * max_clusters + j`` otherwise).
+  Fitted on the sample's global view (the whole foreground box at the patch's resolution, in the sample's own
+  intensity space) and assigned to both views, the patch's clusters are those of its global context.
 * :func:`draw_cluster_intensities` draws one rendering per sample: for every cluster a target mean uniform over
   ``[0, 1]`` (every ordering of the clusters is reachable, including the inversions a single curve cannot make),
   a target spread, and a mode: ``gaussian`` replaces the cluster's voxels by noise around the mean (SynthSeg),
@@ -45,14 +45,34 @@ def _kmeans_1d(values: np.ndarray, k: int, iterations: int = 20) -> np.ndarray:
     return np.sort(centres)
 
 
-def intensity_subclusters(image: np.ndarray, labels: np.ndarray, classes: Sequence[int],
-                          max_clusters: int = 3, sample: int = 20000, seed: int = 0
-                          ) -> Tuple[np.ndarray, Dict[int, Tuple[float, float]]]:
-    """(cluster map, statistics) of a case. The map (X, Y, Z) int16 is 0 for background and unlisted labels,
-    ``1 + i * max_clusters + j`` for sub-cluster ``j`` of ``classes[i]``, split by intensity (channel mean of
-    ``image`` (C, X, Y, Z)) with a 1-D k-means on at most ``sample`` voxels of the class (deterministic for
-    ``seed``); the statistics are each cluster's intensity mean and standard deviation in the case, which
-    :func:`render_clusters` uses so that every view of the case is standardised alike."""
+@dataclass
+class Subclusters:
+    """Intensity sub-clusters of the classes of one case: per class (``classes[i]``) the sorted boundaries between
+    its sub-clusters, and each cluster's intensity mean and standard deviation (cluster id ``1 + i *
+    max_clusters + j`` for sub-cluster ``j``; 0 is background and unlisted labels)."""
+    classes: Tuple[int, ...]
+    max_clusters: int
+    edges: Dict[int, np.ndarray]
+    statistics: Dict[int, Tuple[float, float]]
+
+    def assign(self, image, labels) -> np.ndarray:
+        """(X, Y, Z) int16 cluster map of a view: ``image`` (C, X, Y, Z) (channel mean), ``labels`` (X, Y, Z), in
+        the intensity space the sub-clusters were fitted in."""
+        intensity = np.asarray(image, dtype=np.float32).mean(0)
+        labels = np.asarray(labels)
+        clusters = np.zeros(intensity.shape, dtype=np.int16)
+        for i, c in enumerate(self.classes):
+            voxels = labels == c
+            if c in self.edges and voxels.any():
+                clusters[voxels] = 1 + i * self.max_clusters + np.searchsorted(self.edges[c], intensity[voxels])
+        return clusters
+
+
+def fit_subclusters(image, labels, classes: Sequence[int], max_clusters: int = 3, sample: int = 20000,
+                    seed: int = 0) -> Subclusters:
+    """Split each of ``classes`` into up to ``max_clusters`` intensity sub-clusters (channel mean of ``image`` (C,
+    X, Y, Z); ``labels`` (X, Y, Z)) with a 1-D k-means on at most ``sample`` of its voxels (deterministic for
+    ``seed``); a class with fewer distinct values gets fewer clusters, an absent class none."""
     if max_clusters < 1:
         raise ValueError(f"max_clusters must be >= 1, got {max_clusters}")
     intensity = np.asarray(image, dtype=np.float32).mean(0)
@@ -60,23 +80,26 @@ def intensity_subclusters(image: np.ndarray, labels: np.ndarray, classes: Sequen
     if labels.shape != intensity.shape:
         raise ValueError(f"labels {labels.shape} and image {intensity.shape} differ in shape")
     rng = np.random.default_rng(seed)
-    clusters = np.zeros(intensity.shape, dtype=np.int16)
-    statistics = {}
+    edges, statistics = {}, {}
     for i, c in enumerate(classes):
-        voxels = labels == c
-        if not voxels.any():
+        values = intensity[labels == c]
+        if not values.size:
             continue
-        values = intensity[voxels]
         fit = values if values.size <= sample else rng.choice(values, sample, replace=False)
-        k = int(min(max_clusters, np.unique(fit).size))
-        centres = _kmeans_1d(fit.astype(np.float64), k)
-        edges = (centres[1:] + centres[:-1]) / 2
-        ids = 1 + i * max_clusters + np.searchsorted(edges, values)
-        clusters[voxels] = ids
+        centres = _kmeans_1d(fit.astype(np.float64), int(min(max_clusters, np.unique(fit).size)))
+        edges[int(c)] = (centres[1:] + centres[:-1]) / 2
+        ids = 1 + i * max_clusters + np.searchsorted(edges[int(c)], values)
         for cluster in np.unique(ids):
             members = values[ids == cluster]
             statistics[int(cluster)] = (float(members.mean()), float(members.std()))
-    return clusters, statistics
+    return Subclusters(tuple(int(c) for c in classes), int(max_clusters), edges, statistics)
+
+
+def intensity_subclusters(image, labels, classes: Sequence[int], max_clusters: int = 3, sample: int = 20000,
+                          seed: int = 0) -> Tuple[np.ndarray, Dict[int, Tuple[float, float]]]:
+    """(cluster map, cluster statistics) of one image: :func:`fit_subclusters` then :meth:`Subclusters.assign`."""
+    fitted = fit_subclusters(image, labels, classes, max_clusters, sample, seed)
+    return fitted.assign(image, labels), fitted.statistics
 
 
 @dataclass
