@@ -65,3 +65,22 @@ def test_patch_and_global_view_share_one_contrast():
     crop = (slice(None), slice(4, 16), slice(6, 20), slice(3, 18))
     patch = render_clusters(view[crop], cmap[crop[1:]], rendering, statistics, value_range)
     torch.testing.assert_close(patch, whole[crop], rtol=1e-5, atol=1e-5)
+
+
+def test_transform_renders_both_views_from_the_global_views_parameters():
+    """As a batchgeneratorsv2 transform: parameters from the global view and its labels; each view re-rendered
+    with its own labels; labels -1 / 0 keep their voxels; a crop of the global view gets its values."""
+    from mapseg_nnunet.data.class_intensity import ClassWiseIntensityTransform
+    image, labels = _case(2)
+    labels = labels.copy()
+    labels[0] = -1  # nnU-Net's outside-the-non-zero-mask label
+    view, seg = torch.from_numpy(image), torch.from_numpy(labels)[None]
+    transform = ClassWiseIntensityTransform(classes=(1, 2, 3), max_clusters=2, gaussian_probability=0.0)
+    np.random.seed(0)
+    params = transform.get_parameters(image=view, segmentation=seg)
+    whole = transform.apply({"image": view.clone(), "segmentation": seg}, **params)["image"]
+    assert torch.equal(whole[0][seg[0] <= 0], view[0][seg[0] <= 0])
+    assert not torch.allclose(whole[0][seg[0] > 0], view[0][seg[0] > 0])
+    crop = (slice(None), slice(2, 14), slice(5, 21), slice(1, 17))
+    patch = transform.apply_to_view(view[crop], seg[crop], **params)
+    torch.testing.assert_close(patch, whole[crop], rtol=1e-5, atol=1e-5)

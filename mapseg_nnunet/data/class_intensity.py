@@ -28,6 +28,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
+from batchgeneratorsv2.transforms.base.basic_transform import BasicTransform
 
 MODES = ("gaussian", "location_scale")
 
@@ -167,3 +168,44 @@ def render_clusters(view: torch.Tensor, clusters: torch.Tensor, rendering: Clust
         lo, hi = value_range[channel].tolist()
         out[channel][known] = lo + rendered[known].clamp(0, 1) * (hi - lo)
     return out
+
+
+class ClassWiseIntensityTransform(BasicTransform):
+    """batchgeneratorsv2 transform: the image re-rendered per class sub-cluster (module docstring). Its parameters
+    come from a reference view with its labels (``get_parameters(image=..., segmentation=...)``: the sub-clusters
+    fitted there, one rendering, the value range) and apply to any view of the same sample with that view's labels
+    (``apply_to_view``); ``apply`` does both on one data dict (image + segmentation)."""
+
+    def __init__(self, classes: Sequence[int], max_clusters: int = 3, gaussian_probability: float = 0.5,
+                 invert_probability: float = 0.5, spread_range=(0.01, 0.08)):
+        super().__init__()
+        if not classes:
+            raise ValueError("ClassWiseIntensityTransform needs the label classes to re-render")
+        for name, p in (("gaussian_probability", gaussian_probability), ("invert_probability", invert_probability)):
+            if not 0 <= p <= 1:
+                raise ValueError(f"ClassWiseIntensityTransform: {name} must be in [0, 1], got {p}")
+        self.classes, self.max_clusters = tuple(int(c) for c in classes), int(max_clusters)
+        self.gaussian_probability, self.invert_probability = gaussian_probability, invert_probability
+        self.spread_range = tuple(spread_range)
+
+    def get_parameters(self, **data_dict) -> dict:
+        image = data_dict["image"].float()
+        labels = data_dict["segmentation"][0]
+        fitted = fit_subclusters(image.numpy(), labels.numpy(), self.classes, self.max_clusters,
+                                 seed=int(np.random.randint(0, 2 ** 31)))
+        rendering = draw_cluster_intensities(
+            list(fitted.statistics), self.gaussian_probability, self.invert_probability, self.spread_range,
+            rng=np.random.default_rng(np.random.randint(0, 2 ** 31)))
+        clusters = torch.from_numpy(fitted.assign(image.numpy(), labels.numpy()))
+        return {"subclusters": fitted, "rendering": rendering, "value_range": foreground_range(image, clusters)}
+
+    def apply_to_view(self, image: torch.Tensor, labels: torch.Tensor, **params) -> torch.Tensor:
+        """``image`` (C, X, Y, Z) of one view re-rendered with its ``labels`` (1, X, Y, Z) and the parameters."""
+        fitted: Subclusters = params["subclusters"]
+        clusters = torch.from_numpy(fitted.assign(image.float().numpy(), labels[0].numpy()))
+        return render_clusters(image, clusters, params["rendering"], fitted.statistics,
+                               params["value_range"]).to(image.dtype)
+
+    def apply(self, data_dict: dict, **params) -> dict:
+        data_dict["image"] = self.apply_to_view(data_dict["image"], data_dict["segmentation"], **params)
+        return data_dict
