@@ -96,3 +96,40 @@ def test_loader_augments_source_views_and_adds_student_views_to_targets():
     for i in range(2):
         assert rank_correlation(target["student_data"][i][fg[i]], clean["data"][i][fg[i]]) < -0.99
     assert torch.all(target["student_global"][clean["global"] == 0] == 0)
+
+
+class _TwoTissueCase(_Case):
+    def load_case(self, key):
+        image, seg, _, _ = super().load_case(key)
+        return image, np.where(seg >= 0, seg + 1, -1).astype(np.int16), None, None  # tissues 1 and 2, background -1
+
+
+def test_loader_renders_source_classes_on_their_own_and_refuses_unlabeled_views():
+    """Class-wise intensities in the labeled loader: the two classes of the case come out in either order over
+    draws (one curve over the whole image keeps or reverses the order for every voxel at once), the labels and
+    the background stay; unlabeled loaders (targets, student views) refuse the setting, naming it."""
+    class_wise = IntensityAugmentation(class_wise_probability=1.0, class_wise_clusters=1,
+                                       class_wise_gaussian_probability=0.0)
+    np.random.seed(0), torch.manual_seed(0)
+    clean = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION,
+                                  True).generate_train_batch()
+    np.random.seed(0), torch.manual_seed(0)
+    loader = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION, True,
+                                   views=class_wise)
+    orders = set()
+    for _ in range(12):
+        batch = loader.generate_train_batch()
+        for x, y in zip(batch["data"], batch["target"]):
+            low, high = x[y == 1], x[y == 2]  # tissue 1 is the darker one in the case
+            if low.numel() and high.numel():
+                orders.add(bool(low.mean() < high.mean()))
+            assert torch.all(x[y < 0] == 0)  # background (-1, outside the non-zero mask) untouched
+    assert orders == {True, False}
+    np.random.seed(0), torch.manual_seed(0)
+    first = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION, True,
+                                  views=class_wise).generate_train_batch()
+    assert torch.equal(first["target"], clean["target"])  # the same samples, re-rendered
+    assert not torch.equal(first["data"], clean["data"]) and torch.equal(first["data"] > 0, clean["data"] > 0)
+    for kwargs in ({"views": class_wise, "with_labels": False}, {"student": class_wise, "with_labels": True}):
+        with pytest.raises(ValueError, match="class_wise_probability"):
+            GlobalLocalDataLoader([("t", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, **kwargs)

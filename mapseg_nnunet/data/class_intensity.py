@@ -24,7 +24,7 @@ class with several tissues inside, e.g. "CSF" with vessels, keeps structure):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -176,22 +176,26 @@ class ClassWiseIntensityTransform(BasicTransform):
     fitted there, one rendering, the value range) and apply to any view of the same sample with that view's labels
     (``apply_to_view``); ``apply`` does both on one data dict (image + segmentation)."""
 
-    def __init__(self, classes: Sequence[int], max_clusters: int = 3, gaussian_probability: float = 0.5,
-                 invert_probability: float = 0.5, spread_range=(0.01, 0.08)):
+    def __init__(self, classes: Optional[Sequence[int]] = None, max_clusters: int = 3,
+                 gaussian_probability: float = 0.5, invert_probability: float = 0.5, spread_range=(0.01, 0.08)):
         super().__init__()
-        if not classes:
-            raise ValueError("ClassWiseIntensityTransform needs the label classes to re-render")
+        if classes is not None and not len(classes):
+            raise ValueError("ClassWiseIntensityTransform: classes must name at least one label (or be None: "
+                             "every positive label of the reference view)")
         for name, p in (("gaussian_probability", gaussian_probability), ("invert_probability", invert_probability)):
             if not 0 <= p <= 1:
                 raise ValueError(f"ClassWiseIntensityTransform: {name} must be in [0, 1], got {p}")
-        self.classes, self.max_clusters = tuple(int(c) for c in classes), int(max_clusters)
+        self.classes = None if classes is None else tuple(int(c) for c in classes)
+        self.max_clusters = int(max_clusters)
         self.gaussian_probability, self.invert_probability = gaussian_probability, invert_probability
         self.spread_range = tuple(spread_range)
 
     def get_parameters(self, **data_dict) -> dict:
         image = data_dict["image"].float()
         labels = data_dict["segmentation"][0]
-        fitted = fit_subclusters(image.numpy(), labels.numpy(), self.classes, self.max_clusters,
+        classes = self.classes if self.classes is not None else \
+            [int(c) for c in torch.unique(labels).tolist() if c > 0]
+        fitted = fit_subclusters(image.numpy(), labels.numpy(), classes, self.max_clusters,
                                  seed=int(np.random.randint(0, 2 ** 31)))
         rendering = draw_cluster_intensities(
             list(fitted.statistics), self.gaussian_probability, self.invert_probability, self.spread_range,

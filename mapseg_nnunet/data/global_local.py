@@ -377,6 +377,11 @@ class GlobalLocalDataLoader(DataLoader):
         self.augmentation = augmentation
         self.with_labels = with_labels
         self.training = training
+        for name, augmentation in (("views", views), ("student", student)):
+            if augmentation is not None and augmentation.needs_labels and (not with_labels or name == "student"):
+                raise ValueError(f"class-wise intensities (class_wise_probability > 0) re-render label classes: "
+                                 f"they apply to the labeled source's views only, not to the {name} intensity "
+                                 f"augmentation of {'unlabeled' if not with_labels else 'target student'} samples")
         self.view_transforms = views.transforms() if views is not None and views.active else []
         self.student_transforms = student.transforms() if student is not None and student.active else []
         self.rng = None
@@ -429,16 +434,18 @@ class GlobalLocalDataLoader(DataLoader):
             keys.append(f"{self.domains[d][0]}/{key}")
         batch = {k: torch.from_numpy(np.stack([s[k] for s in samples]))
                  for k in ("data", "global", "box", "voxels_in_box")}
-        if self.view_transforms:
-            views = [transform_views(self.view_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
-            batch["data"], batch["global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
-        if self.student_transforms:
-            views = [transform_views(self.student_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
-            batch["student_data"], batch["student_global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
         if self.with_labels:
             batch["target"] = torch.from_numpy(np.stack([s["target"] for s in samples]).astype(np.int16))
             batch["global_target"] = torch.from_numpy(np.stack([s["global_target"] for s in samples])
                                                       .astype(np.int16))
+        if self.view_transforms:
+            labels = zip(batch["target"], batch["global_target"]) if self.with_labels else [None] * len(samples)
+            views = [transform_views(self.view_transforms, [x, g], None if t is None else list(t))
+                     for x, g, t in zip(batch["data"], batch["global"], labels)]
+            batch["data"], batch["global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
+        if self.student_transforms:
+            views = [transform_views(self.student_transforms, [x, g]) for x, g in zip(batch["data"], batch["global"])]
+            batch["student_data"], batch["student_global"] = (torch.stack([v[i] for v in views]) for i in (0, 1))
         batch["domain"] = torch.as_tensor(domains, dtype=torch.int64)
         batch["keys"] = keys
         return batch

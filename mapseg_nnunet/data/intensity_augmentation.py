@@ -19,12 +19,15 @@ exactly 0; on data without a zero background the whole view is foreground) gets 
     output rescaled per channel to the input's foreground range and blended with the input by ``alpha ~ U(0, 1)``;
   - :class:`RandomIntensityRemapTransform`: a random monotone piecewise-linear curve over the foreground's
     intensity range, decreasing (contrast inverted: dark tissue becomes bright, as from T1w to T2w or in the
-    unmyelinated infant brain) with probability ``invert_probability``.
+    unmyelinated infant brain) with probability ``invert_probability``;
+  - class-wise random intensities (labeled views only; :mod:`mapseg_nnunet.data.class_intensity`): every label
+    class, split into intensity sub-clusters, re-rendered on its own, so that every ordering of the tissues is
+    reachable. It runs first, before the transforms above.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -38,6 +41,8 @@ from batchgeneratorsv2.transforms.noise.gaussian_blur import GaussianBlurTransfo
 from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResolutionTransform
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
+
+from mapseg_nnunet.data.class_intensity import ClassWiseIntensityTransform
 
 NNUNET_INTENSITY_TRANSFORMS = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
                                ContrastTransform, SimulateLowResolutionTransform, GammaTransform)
@@ -161,22 +166,40 @@ class IntensityAugmentation:
     gin_probability: float = 0.0      # GIN-style random convolution
     remap_probability: float = 0.0    # random intensity remapping
     remap_invert_probability: float = 0.5
+    class_wise_probability: float = 0.0           # class-wise random intensities (labeled views only)
+    class_wise_clusters: int = 3                  # intensity sub-clusters per class, at most
+    class_wise_gaussian_probability: float = 0.5  # per cluster: Gaussian noise, else its own texture rescaled
+    class_wise_invert_probability: float = 0.5    # per cluster: the texture inverted
 
     def __post_init__(self):
         self.check()
 
     def check(self) -> None:
-        for name in ("gin_probability", "remap_probability", "remap_invert_probability"):
+        for name in ("gin_probability", "remap_probability", "remap_invert_probability", "class_wise_probability",
+                     "class_wise_gaussian_probability", "class_wise_invert_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"intensity augmentation: {name} must be in [0, 1], got {getattr(self, name)}")
+        if int(self.class_wise_clusters) < 1:
+            raise ValueError(f"intensity augmentation: class_wise_clusters must be >= 1, got "
+                             f"{self.class_wise_clusters}")
 
     @property
     def active(self) -> bool:
-        return self.nnunet or self.gin_probability > 0 or self.remap_probability > 0
+        return self.nnunet or self.gin_probability > 0 or self.remap_probability > 0 or \
+            self.class_wise_probability > 0
+
+    @property
+    def needs_labels(self) -> bool:
+        """Class-wise intensities re-render label classes: only views with labels (the labeled source) can."""
+        return self.class_wise_probability > 0
 
     def transforms(self) -> List[BasicTransform]:
         self.check()
         chain = []
+        if self.class_wise_probability > 0:
+            chain.append(RandomTransform(ClassWiseIntensityTransform(
+                None, int(self.class_wise_clusters), self.class_wise_gaussian_probability,
+                self.class_wise_invert_probability), self.class_wise_probability))
         if self.gin_probability > 0:
             chain.append(RandomTransform(RandomConvolutionTransform(), self.gin_probability))
         if self.remap_probability > 0:
@@ -187,25 +210,33 @@ class IntensityAugmentation:
         return chain
 
 
-def transform_views(transforms: Sequence[BasicTransform], views: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+def transform_views(transforms: Sequence[BasicTransform], views: Sequence[torch.Tensor],
+                    labels: Optional[Sequence[torch.Tensor]] = None) -> List[torch.Tensor]:
     """Apply ``transforms`` to the views (C, X, Y, Z) of one sample with parameters drawn once, from the last
-    view (the global view); voxels outside each view's foreground keep their values."""
+    view (the global view); voxels outside each view's foreground keep their values. ``labels`` (1, X, Y, Z) per
+    view: needed by class-wise intensities."""
     originals = [v.float() for v in views]
     masks = [foreground_mask(v) for v in originals]
     views = [v.clone() for v in originals]
     for transform in transforms:
-        views = _apply_with_shared_parameters(transform, views)
+        views = _apply_with_shared_parameters(transform, views, labels)
     return [torch.where(m[None], v, o) for v, o, m in zip(views, originals, masks)]
 
 
-def _apply_with_shared_parameters(transform: BasicTransform, views: List[torch.Tensor]) -> List[torch.Tensor]:
+def _apply_with_shared_parameters(transform: BasicTransform, views: List[torch.Tensor],
+                                  labels: Optional[Sequence[torch.Tensor]]) -> List[torch.Tensor]:
     if isinstance(transform, ComposeTransforms):
         for t in transform.transforms:
-            views = _apply_with_shared_parameters(t, views)
+            views = _apply_with_shared_parameters(t, views, labels)
         return views
     if isinstance(transform, RandomTransform):
         if not transform.get_parameters()["apply_transform"]:
             return views
-        return _apply_with_shared_parameters(transform.transform, views)
+        return _apply_with_shared_parameters(transform.transform, views, labels)
+    if isinstance(transform, ClassWiseIntensityTransform):
+        if labels is None:
+            raise ValueError("class-wise intensities re-render label classes: they apply to labeled views only")
+        params = transform.get_parameters(image=views[-1], segmentation=labels[-1])
+        return [transform.apply_to_view(v, s, **params) for v, s in zip(views, labels)]
     params = transform.get_parameters(image=views[-1])
     return [transform._apply_to_image(v, **params) for v in views]
