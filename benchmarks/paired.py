@@ -18,6 +18,9 @@ COMPARISONS: Dict[str, Tuple[str, str]] = {
     "fed-vs-uda": ("fed_cr", "uda_cr"),
     "best-vs-floor": (BEST, "floor")}
 RESAMPLES, LEVEL = 10000, 0.95
+# below this many paired cases a percentile bootstrap sees too few distinct resamples and its interval is too
+# narrow: the report marks such rows
+FEW_CASES = 10
 
 
 def case_values(scores: dict) -> Dict[str, float]:
@@ -117,7 +120,8 @@ def paired_lines(paired: Dict[str, Dict[str, dict]]) -> List[str]:
              f"{100 * LEVEL:.0f} % percentile interval of a two-level bootstrap ({RESAMPLES} resamples: seeds drawn "
              f"with replacement, then cases with replacement within each drawn seed). \"better\" / \"worse\": the "
              f"interval lies above / below 0; \"unresolved\": the interval contains 0. best-vs-floor compares the "
-             f"method with the highest mean Dice on the shift (named in parentheses; chosen on the same test cases).",
+             f"method with the highest mean Dice on the shift (named in parentheses; chosen on the same test cases). "
+             f"Below {FEW_CASES} pairs a percentile bootstrap has too few distinct resamples: such rows are marked.",
              "", "| comparison | shift | mean difference (Dice) | 95 % interval | n (cases x seeds) | verdict |",
              "|---|---|---|---|---|---|"]
     if not paired:
@@ -127,5 +131,5 @@ def paired_lines(paired: Dict[str, Dict[str, dict]]) -> List[str]:
             label = f"{name} ({entry['method']})" if "method" in entry else name
             lo, hi = entry["ci95"]
             lines.append(f"| {label} | {shift} | {entry['mean']:+.1f} | [{lo:+.1f}, {hi:+.1f}] | {entry['n']} | "
-                         f"{verdict(entry)} |")
+                         f"{verdict(entry)}{' (few cases: interval too narrow)' if entry['n'] < FEW_CASES else ''} |")
     return lines
