@@ -84,7 +84,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                     with_labels=False, training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
-    def _reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
+    def reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
         """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE or None)},
         views). The baseline is computed for validation only, never in the training step."""
         x = batch["data"].to(self.device, non_blocking=True)
@@ -103,7 +103,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         start = perf_counter()
         if self._last_step_end is not None:
             self._loader_wait += start - self._last_step_end
-        loss, _, _ = self.optimization_step(lambda: self._reconstruction_losses(batch))
+        loss, _, _ = self.optimization_step(lambda: self.reconstruction_losses(batch))
         self.lr_scheduler.step_iteration()
         self._last_step_end = perf_counter()
         self._step_time += self._last_step_end - start
@@ -122,7 +122,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
     def validation_step(self, batch: dict) -> dict:
         generator = torch.Generator(device=self.device).manual_seed(len(self._val_examples))
-        loss, scales, views = self._reconstruction_losses(batch, generator, with_baseline=True)
+        loss, scales, views = self.reconstruction_losses(batch, generator, with_baseline=True)
         if not self._val_examples:
             self._val_examples.append({k: tuple(t[0].detach().cpu().numpy() for t in v) for k, v in views.items()})
         else:

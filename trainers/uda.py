@@ -117,7 +117,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.target_augmentation, student=self.target_student_intensity,
             box_probability=self.oversample_foreground_percent), self.device, seed=self.seed)
 
-    def _to_device(self, batch):
+    def batch_to_device(self, batch):
+        """The tensors of a loader batch on the trainer's device, labels as long (nnU-Net's -1 as background)."""
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
         for key in ("target", "global_target"):
             if key in out:
@@ -140,12 +141,12 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    f"student")
 
         def compute_loss():
-            loss, _ = source_loss(self.network, self._seg_loss, self._to_device(batch["source"]), self.loss_weights,
-                                  self.masking)
+            loss, _ = source_loss(self.network, self._seg_loss, self.batch_to_device(batch["source"]),
+                                  self.loss_weights, self.masking)
             if adapt:
                 self.teacher.train(self.teacher_dropout)
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
-                                              self._to_device(batch["target"]), self.loss_weights, self.masking,
+                                              self.batch_to_device(batch["target"]), self.loss_weights, self.masking,
                                               pseudo_labeling=self.pseudo_labeling,
                                               source_shares=self.source_class_shares,
                                               outside_box_is_background=self.outside_box_is_background)
@@ -158,7 +159,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     def self_supervised_step(self, batch: dict) -> dict:
         """One step of Eq. 10 on an unlabeled target batch (test-time UDA, federated clients)."""
         def compute_loss():
-            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
+            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self.batch_to_device(batch),
                                       self.loss_weights, self.masking, self_supervised=True,
                                       pseudo_labeling=self.pseudo_labeling,
                                       outside_box_is_background=self.outside_box_is_background)
@@ -205,7 +206,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
 
     # ---- validation and selection
     def validation_step(self, batch: dict) -> dict:
-        batch = self._to_device(batch)
+        batch = self.batch_to_device(batch)
         logits = self.network(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
             if self.loss_weights.use_glc else self.network(batch["data"])
         if self.outside_box_is_background:  # as nnUNetv2_predict labels the case
