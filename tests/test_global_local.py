@@ -175,7 +175,8 @@ def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, au
     image, seg = image[None], label[None].astype(np.int16)
     settings = intensity_settings_for_channels(["FLAIR"])
     percentile = float(rng.uniform(99, 100))
-    s = CaseSampler(image, seg, PATCH, settings, True).sample(image, seg, np.random.default_rng(seed), aug, percentile)
+    s = CaseSampler(image, seg, PATCH, settings, with_labels=True).sample(image, seg, np.random.default_rng(seed), aug,
+                                                                          percentile)
     # reference: the same draws on whole arrays
     draws = np.random.default_rng(seed)
     assert draws.random() >= aug.affine_probability  # no affine

@@ -94,13 +94,15 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist()))
         in_box = self.oversample_foreground_percent
         train = SourceTargetLoader(
-            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True,
-                                  views=self.source_intensity, box_probability=in_box),
-            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False,
-                                  student=self.target_student_intensity, box_probability=in_box)
+            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation,
+                                  with_labels=True, intensity_augmentation=self.source_intensity,
+                                  box_probability=in_box),
+            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation,
+                                  with_labels=False, student_intensity_augmentation=self.target_student_intensity,
+                                  box_probability=in_box)
             if targets else None)
-        val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
-                                    training=False, box_probability=in_box)
+        val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION,
+                                    with_labels=True, training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
     def target_site_dataloaders(self):
@@ -114,7 +116,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return wrap_in_augmenter(*single_dataset_loaders(
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
             self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation, student=self.target_student_intensity,
+            self.target_augmentation, student_intensity_augmentation=self.target_student_intensity,
             box_probability=self.oversample_foreground_percent), self.device, seed=self.seed)
 
     def batch_to_device(self, batch):

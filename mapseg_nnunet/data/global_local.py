@@ -38,9 +38,9 @@ copy (the case itself when it is at most twice the patch per axis).
 :class:`GlobalLocalDataLoader` runs this inside nnU-Net's background workers (it is a batchgenerators
 ``DataLoader``), sampling domains uniformly (domain-balanced) and then a case within the domain. Intensity
 augmentation (:mod:`mapseg_nnunet.data.intensity_augmentation`) comes last, with the same parameters for both views
-of a sample: ``views`` changes the views themselves (labeled source), ``student`` adds augmented copies
-``student_data`` / ``student_global`` next to the clean views (unlabeled targets: clean views for the teacher's
-pseudo-labels, augmented ones for the student).
+of a sample: ``intensity_augmentation`` changes the views themselves (labeled source),
+``student_intensity_augmentation`` adds augmented copies ``student_data`` / ``student_global`` next to the clean
+views (unlabeled targets: clean views for the teacher's pseudo-labels, augmented ones for the student).
 """
 from __future__ import annotations
 
@@ -351,7 +351,7 @@ def global_local_sample(image: np.ndarray, seg: Optional[np.ndarray], patch: Seq
     the case's foreground box (:func:`~mapseg_nnunet.data.foreground_box.case_foreground_box`) in voxels of the
     transformed, padded case. (The data loaders keep a :class:`CaseSampler` per case instead of building one per
     sample.)"""
-    return CaseSampler(image, seg, patch, None, seg is not None).sample(image, seg, rng, aug)
+    return CaseSampler(image, seg, patch, None, with_labels=seg is not None).sample(image, seg, rng, aug)
 
 
 class GlobalLocalDataLoader(DataLoader):
@@ -360,15 +360,17 @@ class GlobalLocalDataLoader(DataLoader):
     Keys: ``data``, ``global`` (B, C, *patch) float32, ``box`` (B, 3, 2), ``voxels_in_box`` (B, 3, 2) int64 (the
     patch's voxels inside the case's foreground box), ``domain`` (B,) int64, ``keys``;
     ``target``/``global_target`` (B, 1, *patch) when ``with_labels``; ``student_data``/``student_global`` when
-    ``student`` augmentation is active. Labeled domains keep nnU-Net's -1 outside the non-zero mask; callers map it
-    to background for the loss."""
+    ``student_intensity_augmentation`` is active (``intensity_augmentation`` changes ``data`` / ``global``
+    themselves). Labeled domains keep nnU-Net's -1 outside the non-zero mask; callers map it to background for the
+    loss."""
 
     def __init__(self, domains: List[Tuple[str, object]], batch_size: int, patch_size: Sequence[int],
                  intensity: Optional[dict], augmentation: GlobalLocalAugmentation, with_labels: bool,
-                 training: bool = True, views: Optional[IntensityAugmentation] = None,
-                 student: Optional[IntensityAugmentation] = None, cache_bytes: int = SAMPLER_CACHE_BYTES,
-                 box_probability: float = 1.0):
-        super().__init__(domains, batch_size, 1, None, True, False, True)
+                 training: bool = True, intensity_augmentation: Optional[IntensityAugmentation] = None,
+                 student_intensity_augmentation: Optional[IntensityAugmentation] = None,
+                 cache_bytes: int = SAMPLER_CACHE_BYTES, box_probability: float = 1.0):
+        super().__init__(domains, batch_size, num_threads_in_multithreaded=1, seed_for_shuffle=None,
+                         return_incomplete=True, shuffle=False, infinite=True)
         if not domains:
             raise ValueError("GlobalLocalDataLoader needs at least one domain")
         self.domains = domains
@@ -377,13 +379,16 @@ class GlobalLocalDataLoader(DataLoader):
         self.augmentation = augmentation
         self.with_labels = with_labels
         self.training = training
-        for name, augmentation in (("views", views), ("student", student)):
+        for name, augmentation in (("views", intensity_augmentation), ("student", student_intensity_augmentation)):
             if augmentation is not None and augmentation.needs_labels and (not with_labels or name == "student"):
                 raise ValueError(f"class-wise intensities (class_wise_probability > 0) re-render label classes: "
                                  f"they apply to the labeled source's views only, not to the {name} intensity "
                                  f"augmentation of {'unlabeled' if not with_labels else 'target student'} samples")
-        self.view_transforms = views.transforms() if views is not None and views.active else []
-        self.student_transforms = student.transforms() if student is not None and student.active else []
+        self.view_transforms = (intensity_augmentation.transforms()
+                                if intensity_augmentation is not None and intensity_augmentation.active else [])
+        self.student_transforms = (student_intensity_augmentation.transforms()
+                                   if student_intensity_augmentation is not None
+                                   and student_intensity_augmentation.active else [])
         self.rng = None
         self.cache_bytes = cache_bytes
         if not 0 <= box_probability <= 1:
@@ -397,7 +402,7 @@ class GlobalLocalDataLoader(DataLoader):
         """The case's :class:`CaseSampler`, kept (least recently used first out) within ``cache_bytes``."""
         sampler = self._cases.get(key)
         if sampler is None:
-            sampler = CaseSampler(data, seg, self.patch_size, self.intensity, self.with_labels)
+            sampler = CaseSampler(data, seg, self.patch_size, self.intensity, with_labels=self.with_labels)
             self._cases[key] = sampler
             self._cached_bytes += sampler.nbytes
             while self._cached_bytes > self.cache_bytes and len(self._cases) > 1:
@@ -456,7 +461,8 @@ class SourceTargetLoader(DataLoader):
     (``{'source': ..., 'target': ...}``; ``target`` is None without registered targets)."""
 
     def __init__(self, source: GlobalLocalDataLoader, target: Optional[GlobalLocalDataLoader]):
-        super().__init__([source, target], source.batch_size, 1, None, True, False, True)
+        super().__init__([source, target], source.batch_size, num_threads_in_multithreaded=1, seed_for_shuffle=None,
+                         return_incomplete=True, shuffle=False, infinite=True)
         self.source, self.target = source, target
 
     def generate_train_batch(self):
@@ -467,13 +473,15 @@ class SourceTargetLoader(DataLoader):
 def single_dataset_loaders(name: str, folder: str, dataset_class, train_keys: Sequence[str],
                            val_keys: Sequence[str], batch_size: int, patch_size: Sequence[int],
                            intensity: Optional[dict], augmentation: GlobalLocalAugmentation,
-                           student: Optional[IntensityAugmentation] = None, box_probability: float = 1.0
-                           ) -> Tuple[GlobalLocalDataLoader, GlobalLocalDataLoader]:
+                           student_intensity_augmentation: Optional[IntensityAugmentation] = None,
+                           box_probability: float = 1.0) -> Tuple[GlobalLocalDataLoader, GlobalLocalDataLoader]:
     """Unlabeled training and validation loaders on one dataset's own cases (a target site: test-time UDA and
     federated clients); validation samples are unaugmented. Both draw local patches inside the foreground box with
     probability ``box_probability``."""
     train = GlobalLocalDataLoader([(name, dataset_class(folder, train_keys))], batch_size, patch_size, intensity,
-                                  augmentation, False, student=student, box_probability=box_probability)
+                                  augmentation, with_labels=False,
+                                  student_intensity_augmentation=student_intensity_augmentation,
+                                  box_probability=box_probability)
     val = GlobalLocalDataLoader([(name, dataset_class(folder, val_keys))], batch_size, patch_size, intensity,
-                                NO_AUGMENTATION, False, training=False, box_probability=box_probability)
+                                NO_AUGMENTATION, with_labels=False, training=False, box_probability=box_probability)
     return train, val
