@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapseg_nnunet.data.global_local import GlobalLocalDataLoader, NO_AUGMENTATION
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
 from mapseg_nnunet.data.intensity_augmentation import (IntensityAugmentation, RandomConvolutionTransform,
                                                        RandomIntensityRemapTransform, nnunet_intensity_transforms,
                                                        transform_views)
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION
 
 
 def views():

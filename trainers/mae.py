@@ -17,7 +17,8 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from mapseg_nnunet.architectures import MAPSegMAENet
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
-from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
 from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.masking import MaskingSettings, masked_mse, mean_intensity_baseline
 from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME

@@ -17,10 +17,10 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
 from mapseg_nnunet.data.foreground_box import logits_outside_box_to_background_
-from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
-                                             SourceTargetLoader, single_dataset_loaders)
-from mapseg_nnunet.data.target_registry import training_domains
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader, SourceTargetLoader, single_dataset_loaders
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
+from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.class_shares import label_class_shares
 from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
