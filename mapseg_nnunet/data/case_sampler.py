@@ -47,9 +47,9 @@ import numpy as np
 from mapseg_nnunet.data.foreground_box import (box_in_global_view, case_foreground_mask, foreground_box,
                                                patch_voxels_in_box, sample_local_start)
 from mapseg_nnunet.data.intensity import CaseIntensity
-from mapseg_nnunet.data.resizing import (_linear_resize_weights, _nearest_resize_indices, _read_region, _sample,
-                                         _separable_resize)
-from mapseg_nnunet.data.sample_geometry import GlobalLocalAugmentation, SampleTransform, _hull_points, draw_transform
+from mapseg_nnunet.data.resizing import (interpolate_at, linear_resize_weights, nearest_resize_indices, read_region,
+                                         separable_resize)
+from mapseg_nnunet.data.sample_geometry import GlobalLocalAugmentation, SampleTransform, draw_transform, hull_points
 
 
 class CaseSampler:
@@ -69,9 +69,9 @@ class CaseSampler:
         self.intensity = CaseIntensity(image, intensity)
         mask = case_foreground_mask(self.intensity.normalize(image), seg)
         self.box = foreground_box(mask)
-        self.hull = _hull_points(mask)
+        self.hull = hull_points(mask)
         # unaugmented global view: the box resized to the patch (trilinear); flips only mirror it
-        self.grid = [_linear_resize_weights(int(hi - lo), p) for (lo, hi), p in zip(self.box, self.patch)]
+        self.grid = [linear_resize_weights(int(hi - lo), p) for (lo, hi), p in zip(self.box, self.patch)]
         self.grid_values = image[np.ix_(range(image.shape[0]), *[lo + idx for (lo, _), (idx, _) in
                                                                    zip(self.box, self.grid)])]
         # a copy at a stride for the global view of affine samples
@@ -82,7 +82,7 @@ class CaseSampler:
         if self.with_labels:
             self.seg_grid = []
             for (lo, hi), p in zip(self.box, self.patch):
-                idx = _nearest_resize_indices(int(hi - lo), p)
+                idx = nearest_resize_indices(int(hi - lo), p)
                 self.seg_grid.append(np.unique(np.concatenate([lo + idx, hi - 1 - idx])))
             self.seg_grid_values = seg[0][np.ix_(*self.seg_grid)]
             self.strided_seg = np.ascontiguousarray(seg[strided])
@@ -126,14 +126,14 @@ class CaseSampler:
             o_lo = start - np.array(t.before)
             lo = np.where(t.flips, np.array(t.shape) - (o_lo + patch), o_lo)
             flip_axes = tuple(a + 1 for a in range(3) if t.flips[a])
-            out["data"] = np.flip(_read_region(image, lo, lo + patch, 0.0, np.float32, normalize), flip_axes)
-            g = _separable_resize([w for _, w in self.grid], normalize(self.grid_values))
+            out["data"] = np.flip(read_region(image, lo, lo + patch, 0.0, np.float32, normalize), flip_axes)
+            g = separable_resize([w for _, w in self.grid], normalize(self.grid_values))
             out["global"] = np.flip(g, flip_axes).astype(np.float32)
             if self.with_labels:
-                out["target"] = np.flip(_read_region(seg, lo, lo + patch, -1, np.int16), flip_axes)
+                out["target"] = np.flip(read_region(seg, lo, lo + patch, -1, np.int16), flip_axes)
                 positions = []
                 for axis, ((b_lo, b_hi), p) in enumerate(zip(self.box, patch)):
-                    idx = _nearest_resize_indices(int(b_hi - b_lo), int(p))
+                    idx = nearest_resize_indices(int(b_hi - b_lo), int(p))
                     wanted = (b_hi - 1 - idx) if t.flips[axis] else (b_lo + idx)
                     positions.append(np.searchsorted(self.seg_grid[axis], wanted))
                 out["global_target"] = self.seg_grid_values[np.ix_(*positions)][None].astype(np.int16)
@@ -147,21 +147,22 @@ class CaseSampler:
             lo = np.floor(c.reshape(3, -1).min(1)).astype(np.int64) - 1
             hi = np.floor(c.reshape(3, -1).max(1)).astype(np.int64) + 2
             shifted = c - lo.reshape(3, 1, 1, 1).astype(np.float32)
-            out["data"] = _sample(_read_region(image, lo, hi, 0.0, np.float32, normalize), shifted, "bilinear", 0.0)
+            out["data"] = interpolate_at(read_region(image, lo, hi, 0.0, np.float32, normalize), shifted, "bilinear",
+                                         0.0)
             out["data"][:, padding] = 0
             # T on the voxels the resize reads (a separable grid), then the resize's weights
-            grid = [_linear_resize_weights(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
+            grid = [linear_resize_weights(int(b_hi - b_lo), int(p)) for (b_lo, b_hi), p in zip(box, patch)]
             cg, padding_g = t.grid_to_case([b_lo + idx for (b_lo, _), (idx, _) in zip(box, grid)])
-            values = _sample(normalize(self.strided_values), cg / strides, "bilinear", 0.0)
+            values = interpolate_at(normalize(self.strided_values), cg / strides, "bilinear", 0.0)
             values[:, padding_g] = 0
-            out["global"] = _separable_resize([w for _, w in grid], values)
+            out["global"] = separable_resize([w for _, w in grid], values)
             if self.with_labels:
-                target = _sample(_read_region(seg, lo, hi, -1, np.float32), shifted, "nearest", -1.0)
+                target = interpolate_at(read_region(seg, lo, hi, -1, np.float32), shifted, "nearest", -1.0)
                 target[:, padding] = -1
                 out["target"] = target.astype(np.int16)
-                cn, padding_n = t.grid_to_case([b_lo + _nearest_resize_indices(int(b_hi - b_lo), int(p))
+                cn, padding_n = t.grid_to_case([b_lo + nearest_resize_indices(int(b_hi - b_lo), int(p))
                                                 for (b_lo, b_hi), p in zip(box, patch)])
-                global_target = _sample(self.strided_seg.astype(np.float32), cn / strides, "nearest", -1.0)
+                global_target = interpolate_at(self.strided_seg.astype(np.float32), cn / strides, "nearest", -1.0)
                 global_target[:, padding_n] = -1
                 out["global_target"] = global_target.astype(np.int16)
         out["data"] = np.ascontiguousarray(out["data"], dtype=np.float32)

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 
-def _sample(volume: np.ndarray, coords: np.ndarray, mode: str, fill: float) -> np.ndarray:
+def interpolate_at(volume: np.ndarray, coords: np.ndarray, mode: str, fill: float) -> np.ndarray:
     """``volume`` (C, X, Y, Z) at voxel coordinates ``coords`` (3, *out) (voxel centres at integers), trilinear
     (``bilinear``) or ``nearest``; ``fill`` outside the volume (trilinear blends towards it, as grid_sample's
     zeros padding)."""
@@ -21,7 +21,7 @@ def _sample(volume: np.ndarray, coords: np.ndarray, mode: str, fill: float) -> n
     return (F.grid_sample(src, grid, mode=mode, padding_mode="zeros", align_corners=True)[0] + fill).numpy()
 
 
-def _read_region(array, lo: np.ndarray, hi: np.ndarray, fill: float, dtype, transform=None) -> np.ndarray:
+def read_region(array, lo: np.ndarray, hi: np.ndarray, fill: float, dtype, transform=None) -> np.ndarray:
     """``array[:, lo:hi]`` (any of nnU-Net's case arrays: numpy, memory map, blosc2, read lazily) with ``fill``
     where ``[lo, hi)`` leaves the array; ``transform`` maps the values read (normalisation) before filling."""
     shape = np.array(array.shape[1:])
@@ -44,7 +44,7 @@ def _linear_resize_taps(size: int, out: int) -> Tuple[np.ndarray, np.ndarray, np
     return i0, i1, (src - i0).astype(np.float64)
 
 
-def _linear_resize_weights(size: int, out: int) -> Tuple[np.ndarray, np.ndarray]:
+def linear_resize_weights(size: int, out: int) -> Tuple[np.ndarray, np.ndarray]:
     """The same as the source indices needed (sorted) and the (out, len(indices)) weight matrix."""
     i0, i1, l1 = _linear_resize_taps(size, out)
     indices = np.unique(np.concatenate([i0, i1]))
@@ -54,7 +54,7 @@ def _linear_resize_weights(size: int, out: int) -> Tuple[np.ndarray, np.ndarray]
     return indices, weights
 
 
-def _separable_resize(weights: Sequence[np.ndarray], values: np.ndarray) -> np.ndarray:
+def separable_resize(weights: Sequence[np.ndarray], values: np.ndarray) -> np.ndarray:
     """``values`` (C, A, B, D) resized by one weight matrix per spatial axis ((out, A), ...), in float32."""
     v = torch.from_numpy(np.ascontiguousarray(values, dtype=np.float32))
     for axis, w in enumerate(weights):
@@ -63,7 +63,7 @@ def _separable_resize(weights: Sequence[np.ndarray], values: np.ndarray) -> np.n
     return v.numpy()
 
 
-def _nearest_resize_indices(size: int, out: int) -> np.ndarray:
+def nearest_resize_indices(size: int, out: int) -> np.ndarray:
     """Source indices of ``F.interpolate(mode='nearest')`` along one axis."""
     if size == out:
         return np.arange(out)

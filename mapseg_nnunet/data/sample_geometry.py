@@ -93,7 +93,7 @@ def draw_transform(shape: Sequence[int], patch: Sequence[int], aug: GlobalLocalA
                            tuple(int(v) for v in padded), flips, inverse, offset)
 
 
-def _hull_points(mask: np.ndarray) -> np.ndarray:
+def hull_points(mask: np.ndarray) -> np.ndarray:
     """(3, K) voxel centres whose bounding box under any affine map equals that of the whole ``mask``: the
     vertices of its convex hull, found among the first and last voxel of each z column."""
     columns = mask.any(2)
