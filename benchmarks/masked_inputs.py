@@ -115,7 +115,7 @@ def measure(trainer, batches: int) -> dict:
                               ("target", train.generate_train_batch()["target"])):
             if batch is None:
                 continue
-            b = trainer._to_device(batch)
+            b = trainer.batch_to_device(batch)
             clean = network(b["data"], b["global"], b["box"], with_aux=False)["logits"].argmax(1)
             clean_std = hooks.pop()
             (x, mask), (g, _) = trainer.masking.mask(b["data"], b["global"], generator)

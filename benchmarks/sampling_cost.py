@@ -58,8 +58,9 @@ def sample_times(fn, samples: int) -> dict:
 def global_local_sampler(folder: str, case: str):
     from nnunetv2.training.dataloading.nnunet_dataset import nnUNetDatasetBlosc2
 
-    from mapseg_nnunet.data.global_local import GlobalLocalAugmentation, GlobalLocalDataLoader
+    from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
     from mapseg_nnunet.data.intensity import intensity_settings_for_channels
+    from mapseg_nnunet.data.sample_geometry import GlobalLocalAugmentation
     loader = GlobalLocalDataLoader([(case, nnUNetDatasetBlosc2(folder, [case]))], 1, PATCH,
                                    intensity_settings_for_channels(["FLAIR"]), GlobalLocalAugmentation(),
                                    with_labels=True)

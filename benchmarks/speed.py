@@ -44,7 +44,7 @@ def uda_step_ratios(runner, repeats: int, plans: str = PLANS) -> List[dict]:
         batch = loader.generate_train_batch()
         step = median_time(lambda: trainer.train_step(batch), repeats)
     network, teacher, masking = unwrap_network(trainer.network), trainer.teacher, trainer.masking
-    src, tgt = trainer._to_device(batch["source"]), trainer._to_device(batch["target"])
+    src, tgt = trainer.batch_to_device(batch["source"]), trainer.batch_to_device(batch["target"])
 
     def glc_pass(b, masked: bool):
         x, g = (masking.masked(b["data"], b["global"]) if masked else (b["data"], b["global"]))

@@ -79,7 +79,7 @@ import numpy as np
 from mapseg_nnunet.dataset_conversion.DatasetMMWHS import (check_same_grid, commit_dataset_folder,
                                                            default_output_dir, integer_labels, load_volume,
                                                            prepare_dataset_folder, save_volume)
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 
 MODALITIES = ("T1w", "T2w")
 # paper's 7 subcortical classes; FreeSurfer aseg codes (left, right) merged into one class each

@@ -47,7 +47,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import nibabel as nib
 import numpy as np
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 
 MODALITIES = ("ct", "mr")
 ALL_IDS = tuple(range(1001, 1021))

@@ -21,11 +21,11 @@ from nnunetv2.preprocessing.resampling.default_resampling import compute_new_sha
 from nnunetv2.utilities.json_export import recursive_fix_for_json_export
 
 from mapseg_nnunet.data.atomic import save_json_atomic
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.intensity import (describe_findings, intensity_settings_for_channels, survey_dataset,
                                           survey_findings)
 from mapseg_nnunet.planning.mapseg_configuration import FUSION_STRIDE, glc_unet_architecture, mapseg_block
 from mapseg_nnunet.planning.presets import PRESETS
-from mapseg_nnunet.data.input_checks import DatasetError
 
 
 class PresetPlanner(ExperimentPlanner):

@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from mapseg_nnunet.dataset_conversion import DatasetBCP, DatasetMMWHS
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 
 SHAPE = (12, 12, 8)
 # rotated axes, anisotropic spacing, non-zero origin: geometry must survive the conversion

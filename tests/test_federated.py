@@ -159,7 +159,7 @@ def test_clients_need_targets_registered_with_the_plans_or_their_data(fed_cohort
     root, env = fed_cohort
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
-    from mapseg_nnunet.data.input_checks import DatasetError
+    from mapseg_nnunet.data.errors import DatasetError
     from mapseg_nnunet.data.synthetic import write_synthetic_dataset
     from mapseg_nnunet.data.target_registry import plans_for_registered_target
     # a plans variant made on the source only shares the data 932 was registered with: the client's copy is written

@@ -3,8 +3,9 @@ import pytest
 import torch
 from scipy import ndimage
 
-from mapseg_nnunet.data.global_local import (GlobalLocalAugmentation, GlobalLocalDataLoader, NO_AUGMENTATION,
-                                        global_local_sample)
+from mapseg_nnunet.data.case_sampler import global_local_sample
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
 from mapseg_nnunet.method.masking import mask_volume, masked_mse, random_cube_mask
 
 PATCH = (24, 24, 24)
@@ -145,7 +146,7 @@ class _RecordingArray:
 def test_samples_after_the_first_visit_read_only_the_patch_region(aug):
     """Sampling cost follows the patch: after the case's first visit, a sample reads the local patch's region of
     the case (at most the patch grown by the largest scale and rotation), never the whole case."""
-    from mapseg_nnunet.data.global_local import CaseSampler
+    from mapseg_nnunet.data.case_sampler import CaseSampler
     from mapseg_nnunet.data.intensity import intensity_settings_for_channels
     from mapseg_nnunet.data.synthetic import zscored_brain_case
     image, label, _ = zscored_brain_case(np.random.default_rng(0), (96, 100, 80))
@@ -166,8 +167,8 @@ def test_samples_after_the_first_visit_read_only_the_patch_region(aug):
 def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, aug):
     """Without an affine (unaugmented, flipped) a sample equals the whole-case computation: normalise the whole
     case (jittered percentile), mirror and pad it, crop the patch, resize the foreground box (nnU-Net's resize)."""
+    from mapseg_nnunet.data.case_sampler import CaseSampler
     from mapseg_nnunet.data.foreground_box import case_foreground_box, sample_local_start
-    from mapseg_nnunet.data.global_local import CaseSampler
     from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
     from mapseg_nnunet.data.synthetic import zscored_brain_case
     rng = np.random.default_rng(seed)
@@ -175,7 +176,8 @@ def test_cached_sampling_equals_normalising_and_resizing_the_whole_case(seed, au
     image, seg = image[None], label[None].astype(np.int16)
     settings = intensity_settings_for_channels(["FLAIR"])
     percentile = float(rng.uniform(99, 100))
-    s = CaseSampler(image, seg, PATCH, settings, True).sample(image, seg, np.random.default_rng(seed), aug, percentile)
+    s = CaseSampler(image, seg, PATCH, settings, with_labels=True).sample(image, seg, np.random.default_rng(seed), aug,
+                                                                          percentile)
     # reference: the same draws on whole arrays
     draws = np.random.default_rng(seed)
     assert draws.random() >= aug.affine_probability  # no affine

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.intensity import (DEFAULT_INTENSITY, check_against_rules, describe_findings,
                                           draw_training_percentile, intensity_settings_for_channels, normalize_case,
                                           survey_case, survey_findings)

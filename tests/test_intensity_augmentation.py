@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from mapseg_nnunet.data.global_local import GlobalLocalDataLoader, NO_AUGMENTATION
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
 from mapseg_nnunet.data.intensity_augmentation import (IntensityAugmentation, RandomConvolutionTransform,
                                                        RandomIntensityRemapTransform, nnunet_intensity_transforms,
                                                        transform_views)
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION
 
 
 def views():
@@ -79,19 +80,20 @@ class _Case:
 
 def test_loader_augments_source_views_and_adds_student_views_to_targets():
     np.random.seed(0), torch.manual_seed(0)
-    clean = GlobalLocalDataLoader([("s", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, True).generate_train_batch()
+    clean = GlobalLocalDataLoader([("s", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION,
+                                  with_labels=True).generate_train_batch()
     np.random.seed(0), torch.manual_seed(0)
     inverted = IntensityAugmentation(remap_probability=1.0, remap_invert_probability=1.0)
-    source = GlobalLocalDataLoader([("s", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, True,
-                                   views=inverted).generate_train_batch()
+    source = GlobalLocalDataLoader([("s", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, with_labels=True,
+                                   intensity_augmentation=inverted).generate_train_batch()
     assert torch.equal(source["target"], clean["target"]) and "student_data" not in source
     fg = clean["data"] > 0
     assert torch.equal(source["data"] > 0, fg)
     for i in range(2):  # a decreasing curve per sample
         assert rank_correlation(source["data"][i][fg[i]], clean["data"][i][fg[i]]) < -0.99
     np.random.seed(0), torch.manual_seed(0)
-    target = GlobalLocalDataLoader([("t", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, False,
-                                   student=inverted).generate_train_batch()
+    target = GlobalLocalDataLoader([("t", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, with_labels=False,
+                                   student_intensity_augmentation=inverted).generate_train_batch()
     assert torch.equal(target["data"], clean["data"]) and torch.equal(target["global"], clean["global"])
     for i in range(2):
         assert rank_correlation(target["student_data"][i][fg[i]], clean["data"][i][fg[i]]) < -0.99
@@ -112,10 +114,10 @@ def test_loader_renders_source_classes_on_their_own_and_refuses_unlabeled_views(
                                        class_wise_gaussian_probability=0.0)
     np.random.seed(0), torch.manual_seed(0)
     clean = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION,
-                                  True).generate_train_batch()
+                                  with_labels=True).generate_train_batch()
     np.random.seed(0), torch.manual_seed(0)
-    loader = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION, True,
-                                   views=class_wise)
+    loader = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION,
+                                   with_labels=True, intensity_augmentation=class_wise)
     orders = set()
     for _ in range(12):
         batch = loader.generate_train_batch()
@@ -126,10 +128,11 @@ def test_loader_renders_source_classes_on_their_own_and_refuses_unlabeled_views(
             assert torch.all(x[y < 0] == 0)  # background (-1, outside the non-zero mask) untouched
     assert orders == {True, False}
     np.random.seed(0), torch.manual_seed(0)
-    first = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION, True,
-                                  views=class_wise).generate_train_batch()
+    first = GlobalLocalDataLoader([("s", _TwoTissueCase())], 2, (12, 12, 12), None, NO_AUGMENTATION,
+                                  with_labels=True, intensity_augmentation=class_wise).generate_train_batch()
     assert torch.equal(first["target"], clean["target"])  # the same samples, re-rendered
     assert not torch.equal(first["data"], clean["data"]) and torch.equal(first["data"] > 0, clean["data"] > 0)
-    for kwargs in ({"views": class_wise, "with_labels": False}, {"student": class_wise, "with_labels": True}):
+    for kwargs in ({"intensity_augmentation": class_wise, "with_labels": False},
+                   {"student_intensity_augmentation": class_wise, "with_labels": True}):
         with pytest.raises(ValueError, match="class_wise_probability"):
             GlobalLocalDataLoader([("t", _Case())], 2, (12, 12, 12), None, NO_AUGMENTATION, **kwargs)

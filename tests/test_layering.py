@@ -1,6 +1,6 @@
 """Imports point one way: library -> nothing of the CLI, the trainers, planners, converters or benchmarks;
 inside the library, lower layers never import higher ones; trainers and planners -> library; CLI -> anything
-but the benchmarks."""
+but the benchmarks. No module of the package imports itself through others (no import cycle)."""
 import ast
 import os
 
@@ -11,6 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LAYERS = {"data": 0, "architectures": 0, "method": 1, "training": 2, "inference": 2, "planning": 3, "federated": 3}
 OUTSIDE_LIBRARY = ("mapseg_nnunet.cli", "mapseg_nnunet.trainers", "mapseg_nnunet.planners",
                    "mapseg_nnunet.dataset_conversion", "benchmarks")
+# top-level folders installed as subpackages of mapseg_nnunet (setup.py's package_dir)
+MAPPED_FOLDERS = ("trainers", "planners", "dataset_conversion")
 
 
 def imported_modules(path: str):
@@ -75,3 +77,69 @@ def test_cli_never_imports_the_benchmarks():
     for path in python_files(os.path.join("mapseg_nnunet", "cli")):
         found += violations_of(path, lambda module: not module.startswith("benchmarks"))
     assert not found, "\n".join(found)
+
+
+def package_modules(repo: str = REPO) -> dict:
+    """``{module: file}`` of the package as installed: the library and the folders mapped into it (a package is
+    named by its folder, ``__init__`` dropped)."""
+    modules = {}
+    for folder, prefix in [("mapseg_nnunet", [])] + [(f, ["mapseg_nnunet"]) for f in MAPPED_FOLDERS]:
+        for root, _, files in os.walk(os.path.join(repo, folder)):
+            for f in sorted(files):
+                if f.endswith(".py"):
+                    parts = prefix + os.path.relpath(os.path.join(root, f), repo)[:-len(".py")].split(os.sep)
+                    modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = os.path.join(root, f)
+    return modules
+
+
+def import_graph(repo: str = REPO) -> dict:
+    """``{module: [modules of the package it imports]}``, imports inside functions included; ``from package import
+    name`` imports ``package.name`` when that is a module, else ``package``."""
+    modules = package_modules(repo)
+    graph = {}
+    for module, path in modules.items():
+        package = module if path.endswith("__init__.py") else module.rpartition(".")[0]
+        targets = set()
+        for node in ast.walk(ast.parse(open(path).read(), path)):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:  # relative: from the package, one level up per extra dot
+                    base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + [base]).strip(".")
+                targets.update(f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                               for alias in node.names)
+        graph[module] = sorted(t for t in targets if t in modules and t != module)
+    return graph
+
+
+def find_cycle(graph: dict):
+    """One cycle ``[a, b, ..., a]`` of ``graph`` (``{node: [nodes]}``), or None."""
+    done, path = set(), []
+
+    def visit(node):
+        if node in path:
+            return path[path.index(node):] + [node]
+        if node in done:
+            return None
+        path.append(node)
+        for target in graph[node]:
+            cycle = visit(target)
+            if cycle:
+                return cycle
+        path.pop()
+        done.add(node)
+        return None
+    return next((cycle for cycle in map(visit, sorted(graph)) if cycle), None)
+
+
+def test_find_cycle():
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": []}) is None
+    assert find_cycle({"a": ["b"], "b": ["c"], "c": ["b"]}) == ["b", "c", "b"]
+
+
+def test_no_import_cycle():
+    graph = import_graph()
+    assert "mapseg_nnunet.data.input_checks" in graph and "mapseg_nnunet.trainers.base" in graph
+    cycle = find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)

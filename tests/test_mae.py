@@ -51,7 +51,7 @@ def test_masked_mse_falls_and_global_reconstructions_beat_the_mean_on_demo_data(
         """Mean over the fixed validation batches (fixed masks): loss and per-scale (MSE, baseline MSE)."""
         trainer.network.eval()
         with torch.no_grad():
-            out = [trainer._reconstruction_losses(b, torch.Generator().manual_seed(i), with_baseline=True)[:2]
+            out = [trainer.reconstruction_losses(b, torch.Generator().manual_seed(i), with_baseline=True)[:2]
                    for i, b in enumerate(val_batches)]
         trainer.network.train()
         scales = {name: tuple(np.mean([o[1][name][j].item() for o in out]) for j in range(2))

@@ -62,8 +62,8 @@ def test_nan_volume_named(small_dataset):
 def test_missing_file_and_wrong_channel_count_named(small_dataset, monkeypatch):
     root, env, folder = small_dataset
     monkeypatch.setenv("nnUNet_raw", env["nnUNet_raw"])
+    from mapseg_nnunet.data.errors import DatasetError
     from mapseg_nnunet.planning.preprocess import check_raw_dataset
-    from mapseg_nnunet.data.input_checks import DatasetError
     djson = os.path.join(folder, "dataset.json")
     meta = json.load(open(djson))
     meta["channel_names"] = {"0": "T1", "1": "T2"}

@@ -9,7 +9,7 @@ import pytest
 import torch
 from nnunet_fixtures import nnunet_env, run, with_ext_trainer
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.synthetic import write_zscored_dataset
 
 

@@ -89,7 +89,7 @@ def test_receive_names_the_broken_file(target_site, tmp_path, monkeypatch):
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results"):
         monkeypatch.setenv(key, env[key])
     from mapseg_nnunet.training.source_model import receive_source_model
-    from mapseg_nnunet.data.input_checks import DatasetError
+    from mapseg_nnunet.data.errors import DatasetError
     model = os.path.join(env["nnUNet_results"], "Dataset901_Synthetic", f"{STAGE1}__{PLANS}__3d_fullres")
     with pytest.raises(DatasetError, match="fold_3/checkpoint_final.pth: stage-1 checkpoint is missing"):
         receive_source_model("914", model, fold="3", progress=False)

@@ -10,8 +10,9 @@ import torch
 from mapseg_nnunet.data.foreground_box import (box_in_global_view, case_foreground_box,
                                                labels_outside_box_to_background, logits_outside_box_to_background_,
                                                outside_box_mask, patch_voxels_in_box, sample_local_start)
-from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
 from mapseg_nnunet.data.intensity import intensity_settings_for_channels, normalize_case
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
 from mapseg_nnunet.data.synthetic import whole_volume_case
 
 PATCH = (24, 24, 24)

@@ -51,7 +51,7 @@ class nnUNetTrainerMAPSegFed(nnUNetTrainerMAPSegUDA):
 
     def train_step(self, batch: dict) -> dict:
         def compute_loss():
-            return (source_loss(self.network, self._seg_loss, self._to_device(batch["source"]), self.loss_weights,
+            return (source_loss(self.network, self._seg_loss, self.batch_to_device(batch["source"]), self.loss_weights,
                                 self.masking)[0],)
 
         return self.teacher_student_step(compute_loss, update_teacher=True)

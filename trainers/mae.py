@@ -17,7 +17,8 @@ from nnunetv2.utilities.collate_outputs import collate_outputs
 
 from mapseg_nnunet.architectures import MAPSegMAENet
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
-from mapseg_nnunet.data.global_local import NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
 from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.masking import MaskingSettings, masked_mse, mean_intensity_baseline
 from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME
@@ -84,7 +85,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
                                     with_labels=False, training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
-    def _reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
+    def reconstruction_losses(self, batch: dict, generator=None, with_baseline: bool = False):
         """(loss = local + global masked-voxel MSE, {scale: (masked MSE, mean-intensity baseline MSE or None)},
         views). The baseline is computed for validation only, never in the training step."""
         x = batch["data"].to(self.device, non_blocking=True)
@@ -103,7 +104,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
         start = perf_counter()
         if self._last_step_end is not None:
             self._loader_wait += start - self._last_step_end
-        loss, _, _ = self.optimization_step(lambda: self._reconstruction_losses(batch))
+        loss, _, _ = self.optimization_step(lambda: self.reconstruction_losses(batch))
         self.lr_scheduler.step_iteration()
         self._last_step_end = perf_counter()
         self._step_time += self._last_step_end - start
@@ -122,7 +123,7 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
     def validation_step(self, batch: dict) -> dict:
         generator = torch.Generator(device=self.device).manual_seed(len(self._val_examples))
-        loss, scales, views = self._reconstruction_losses(batch, generator, with_baseline=True)
+        loss, scales, views = self.reconstruction_losses(batch, generator, with_baseline=True)
         if not self._val_examples:
             self._val_examples.append({k: tuple(t[0].detach().cpu().numpy() for t in v) for k, v in views.items()})
         else:

@@ -40,7 +40,7 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
 
     def validation_step(self, batch: dict) -> dict:
         mpl, logits, pseudo_label = masked_pseudo_label_check(self.network, self.teacher, self._seg_loss,
-                                                              self._to_device(batch), self.loss_weights,
+                                                              self.batch_to_device(batch), self.loss_weights,
                                                               self.masking, self.outside_box_is_background)
         return validation_output(mpl, logits, pseudo_label)
 

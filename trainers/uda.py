@@ -17,10 +17,10 @@ from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.data.augmenter import wrap_in_augmenter
 from mapseg_nnunet.data.foreground_box import logits_outside_box_to_background_
-from mapseg_nnunet.data.global_local import (NO_AUGMENTATION, GlobalLocalAugmentation, GlobalLocalDataLoader,
-                                             SourceTargetLoader, single_dataset_loaders)
-from mapseg_nnunet.data.target_registry import training_domains
+from mapseg_nnunet.data.global_local import GlobalLocalDataLoader, SourceTargetLoader, single_dataset_loaders
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation
+from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
+from mapseg_nnunet.data.target_registry import training_domains
 from mapseg_nnunet.method.class_shares import label_class_shares
 from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
@@ -94,13 +94,15 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist()))
         in_box = self.oversample_foreground_percent
         train = SourceTargetLoader(
-            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation, True,
-                                  views=self.source_intensity, box_probability=in_box),
-            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation, False,
-                                  student=self.target_student_intensity, box_probability=in_box)
+            GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation,
+                                  with_labels=True, intensity_augmentation=self.source_intensity,
+                                  box_probability=in_box),
+            GlobalLocalDataLoader(targets, self.batch_size, patch, intensity, self.target_augmentation,
+                                  with_labels=False, student_intensity_augmentation=self.target_student_intensity,
+                                  box_probability=in_box)
             if targets else None)
-        val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION, True,
-                                    training=False, box_probability=in_box)
+        val = GlobalLocalDataLoader(source_val, self.batch_size, patch, intensity, NO_AUGMENTATION,
+                                    with_labels=True, training=False, box_probability=in_box)
         return wrap_in_augmenter(train, val, self.device, seed=self.seed)
 
     def target_site_dataloaders(self):
@@ -114,10 +116,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         return wrap_in_augmenter(*single_dataset_loaders(
             self.plans_manager.dataset_name, self.preprocessed_dataset_folder, self.dataset_class, tr_keys, val_keys,
             self.batch_size, self.configuration_manager.patch_size, self.intensity_settings,
-            self.target_augmentation, student=self.target_student_intensity,
+            self.target_augmentation, student_intensity_augmentation=self.target_student_intensity,
             box_probability=self.oversample_foreground_percent), self.device, seed=self.seed)
 
-    def _to_device(self, batch):
+    def batch_to_device(self, batch):
+        """The tensors of a loader batch on the trainer's device, labels as long (nnU-Net's -1 as background)."""
         out = {k: v.to(self.device, non_blocking=True) for k, v in batch.items() if torch.is_tensor(v)}
         for key in ("target", "global_target"):
             if key in out:
@@ -140,12 +143,12 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    f"student")
 
         def compute_loss():
-            loss, _ = source_loss(self.network, self._seg_loss, self._to_device(batch["source"]), self.loss_weights,
-                                  self.masking)
+            loss, _ = source_loss(self.network, self._seg_loss, self.batch_to_device(batch["source"]),
+                                  self.loss_weights, self.masking)
             if adapt:
                 self.teacher.train(self.teacher_dropout)
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
-                                              self._to_device(batch["target"]), self.loss_weights, self.masking,
+                                              self.batch_to_device(batch["target"]), self.loss_weights, self.masking,
                                               pseudo_labeling=self.pseudo_labeling,
                                               source_shares=self.source_class_shares,
                                               outside_box_is_background=self.outside_box_is_background)
@@ -158,7 +161,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
     def self_supervised_step(self, batch: dict) -> dict:
         """One step of Eq. 10 on an unlabeled target batch (test-time UDA, federated clients)."""
         def compute_loss():
-            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self._to_device(batch),
+            loss, parts = target_loss(self.network, self.teacher, self._seg_loss, self.batch_to_device(batch),
                                       self.loss_weights, self.masking, self_supervised=True,
                                       pseudo_labeling=self.pseudo_labeling,
                                       outside_box_is_background=self.outside_box_is_background)
@@ -205,7 +208,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
 
     # ---- validation and selection
     def validation_step(self, batch: dict) -> dict:
-        batch = self._to_device(batch)
+        batch = self.batch_to_device(batch)
         logits = self.network(batch["data"], batch["global"], batch["box"], with_aux=False)["logits"] \
             if self.loss_weights.use_glc else self.network(batch["data"])
         if self.outside_box_is_background:  # as nnUNetv2_predict labels the case

@@ -11,7 +11,7 @@ from typing import List, Optional
 
 import torch
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.data.target_registry import plans_for_registered_target
 from mapseg_nnunet.federated.simulation import LocalFlower, app_config_defaults

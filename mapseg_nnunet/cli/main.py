@@ -72,7 +72,7 @@ def doctor() -> int:
 
 def write_split(dataset, folds, overwrite) -> int:
     from batchgenerators.utilities.file_and_folder_operations import join
-    from mapseg_nnunet.data.input_checks import DatasetError
+    from mapseg_nnunet.data.errors import DatasetError
     from mapseg_nnunet.data.paths import dataset_name, nnunet_paths
     from mapseg_nnunet.training.splits import SPLITS_FILE, labeled_identifiers, write_splits
     try:

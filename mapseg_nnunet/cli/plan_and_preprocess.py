@@ -12,7 +12,7 @@ from typing import List, Optional, Sequence
 from batchgenerators.utilities.file_and_folder_operations import join
 
 from mapseg_nnunet.cli import add_progress_flag
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.planning.preprocess import check_raw_dataset, preprocess_atomically
 
 DEFAULT_PLANNER = "MAPSegPlanner"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import List, Optional
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.planning.plans_variant import make_plans_variant, parse_assignments
 
 

@@ -8,7 +8,7 @@ from typing import List, Optional
 from batchgenerators.utilities.file_and_folder_operations import join, load_json
 
 from mapseg_nnunet.cli import add_progress_flag
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.training.source_model import STAGE1_TRAINER, receive_source_model
 

@@ -5,7 +5,7 @@ import argparse
 from typing import List, Optional
 
 from mapseg_nnunet.cli import add_progress_flag
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.data.target_registry import ROLES, load_registry, register_target
 

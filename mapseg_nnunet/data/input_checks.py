@@ -1,20 +1,16 @@
 """Input checks that fail early with the offending file named."""
 from __future__ import annotations
 
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 
-
-class DatasetError(ValueError):
-    """A dataset cannot be used as it is; the message names the file and the problem."""
+from mapseg_nnunet.data.errors import DatasetError
 
 
-def check_case_images(case: str, image_files: List[str], expected_channels: int, reader) -> list:
+def check_case_images(case: str, image_files: List[str], expected_channels: int, reader) -> np.ndarray:
     """Files exist and read completely, the channel count matches dataset.json, and every voxel is finite.
-    Returns what the intensity rules need to know of the case
-    (:func:`mapseg_nnunet.data.intensity.survey_case`)."""
-    from mapseg_nnunet.data.intensity import survey_case
+    Returns the images ``(C, X, Y, Z)`` as ``reader`` read them."""
     import os
     if len(image_files) != expected_channels:
         raise DatasetError(f"{image_files[0] if image_files else case}: case {case} has {len(image_files)} "
@@ -32,7 +28,7 @@ def check_case_images(case: str, image_files: List[str], expected_channels: int,
     for c, f in enumerate(image_files):
         if not np.all(np.isfinite(_voxels_as_stored(f, images[c]))):
             raise DatasetError(f"{f}: contains NaN or infinite values (case {case})")
-    return survey_case(images, image_files)
+    return images
 
 
 def _voxels_as_stored(path: str, read_by_nnunet: np.ndarray) -> np.ndarray:
@@ -67,8 +63,13 @@ def check_files_readable(files: List[str]) -> None:
                                    f"truncated (an interrupted copy or download?). Copy it again.") from e
 
 
-def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True) -> dict:
-    """Checks every case (:func:`check_case_images`); returns ``{case: intensity survey}``."""
+def check_dataset_images(dataset: Dict[str, dict], expected_channels: int, reader, progress: bool = True,
+                         survey: Optional[Callable[[np.ndarray, List[str]], object]] = None) -> dict:
+    """Checks every case (:func:`check_case_images`); returns ``{case: survey(images, image files)}`` (each case
+    is read once; e.g. :func:`mapseg_nnunet.data.intensity.survey_case`), ``{case: None}`` without ``survey``."""
     from tqdm import tqdm
-    return {case: check_case_images(case, entry["images"], expected_channels, reader)
-            for case, entry in tqdm(dataset.items(), desc="Checking images", disable=not progress)}
+    out = {}
+    for case, entry in tqdm(dataset.items(), desc="Checking images", disable=not progress):
+        images = check_case_images(case, entry["images"], expected_channels, reader)
+        out[case] = survey(images, entry["images"]) if survey is not None else None
+    return out

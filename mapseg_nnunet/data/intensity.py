@@ -28,6 +28,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from mapseg_nnunet.data.errors import DatasetError
+
 RULE_MINIMUM = "case_minimum"
 RULE_CT = "ct_hu"
 RULE_CLIP = "clip_negatives"
@@ -263,7 +265,6 @@ def describe_findings(findings: List[dict], rules: Sequence[str], where: str) ->
 
 def check_against_rules(rules: Sequence[str], surveys: Dict[str, list], plans_name: str) -> None:
     """Refuse data the plans' rules would destroy: negative values under ``clip_negatives`` (older plans)."""
-    from mapseg_nnunet.data.input_checks import DatasetError
     for c, rule in enumerate(rules):
         if rule != RULE_CLIP:
             continue
@@ -282,7 +283,6 @@ def survey_dataset(dataset: Dict[str, dict], reader, progress: bool = False) -> 
     nnU-Net's ``reader``; a file that cannot be read is named."""
     from tqdm import tqdm
 
-    from mapseg_nnunet.data.input_checks import DatasetError
     surveys = {}
     for case, entry in tqdm(dataset.items(), desc="Surveying intensities", disable=not progress):
         try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 
 
 def nnunet_paths() -> tuple:

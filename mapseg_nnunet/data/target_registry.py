@@ -22,7 +22,7 @@ from typing import List, Optional, Sequence
 from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, join, load_json
 
 from mapseg_nnunet.data.atomic import save_json_atomic
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name, nnunet_paths
 from mapseg_nnunet.data.unlabeled import preprocess_unlabeled_dataset
 

@@ -14,8 +14,10 @@ from batchgenerators.utilities.file_and_folder_operations import isdir, isfile, 
 from tqdm import tqdm
 
 from mapseg_nnunet.data.atomic import replace_directory, save_json_atomic
-from mapseg_nnunet.data.input_checks import DatasetError, check_dataset_images
-from mapseg_nnunet.data.intensity import channel_rules, check_against_rules, describe_findings, survey_findings
+from mapseg_nnunet.data.errors import DatasetError
+from mapseg_nnunet.data.input_checks import check_dataset_images
+from mapseg_nnunet.data.intensity import (channel_rules, check_against_rules, describe_findings, survey_case,
+                                          survey_findings)
 from mapseg_nnunet.data.paths import nnunet_paths
 
 
@@ -69,7 +71,7 @@ def preprocess_unlabeled_dataset(target: str, target_plans: dict, plans_identifi
     config = manager.get_configuration(configuration)
     reader = manager.image_reader_writer_class()
     surveys = check_dataset_images({c: {"images": f} for c, f in cases.items()}, len(source_json["channel_names"]),
-                                   reader, progress)
+                                   reader, progress, survey=survey_case)
     findings = None
     intensity = (config.configuration.get("mapseg") or {}).get("intensity")
     if intensity is not None:

@@ -19,7 +19,7 @@ from typing import Any, Dict, Optional, Sequence
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
 from mapseg_nnunet.data.atomic import save_json_atomic
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name
 from mapseg_nnunet.training.settings import SETTINGS_KEY
 

@@ -20,7 +20,8 @@ def check_raw_dataset(dataset_id: int, progress: bool = True) -> None:
     from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
     from nnunetv2.utilities.utils import get_filenames_of_train_images_and_targets
 
-    from mapseg_nnunet.data.input_checks import DatasetError, check_dataset_images
+    from mapseg_nnunet.data.errors import DatasetError
+    from mapseg_nnunet.data.input_checks import check_dataset_images
     folder = join(nnUNet_raw, convert_id_to_dataset_name(dataset_id))
     if not os.path.isfile(join(folder, "dataset.json")):
         raise DatasetError(f"{join(folder, 'dataset.json')}: file is missing")

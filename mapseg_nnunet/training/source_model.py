@@ -24,7 +24,7 @@ import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
 from mapseg_nnunet.data.atomic import atomic_path
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 from mapseg_nnunet.data.paths import dataset_name, nnunet_paths
 from mapseg_nnunet.data.unlabeled import preprocess_unlabeled_dataset
 

@@ -20,7 +20,7 @@ from typing import List, Optional
 from batchgenerators.utilities.file_and_folder_operations import isfile, join, load_json
 
 from mapseg_nnunet.data.atomic import save_json_atomic
-from mapseg_nnunet.data.input_checks import DatasetError
+from mapseg_nnunet.data.errors import DatasetError
 
 DEFAULT_FOLDS = 5  # nnU-Net's
 SPLITS_FILE = "splits_final.json"
