@@ -27,15 +27,18 @@ def score_folder(prediction_folder: str, label_folder: str) -> dict:
     """Mean per-class Dice (%) over the cases of ``label_folder`` and their mean ('mean'), and the voxel accuracy
     (%) inside the reference's foreground (label > 0: how often a pseudo-label from this model would be right),
     saved as scores.json. Per case: nnU-Net's evaluation (:func:`case_metrics`)."""
-    per_case, correct, counted = {}, 0, 0
+    per_case = {}
+    correct, counted = dict.fromkeys(LABELS, 0), dict.fromkeys(LABELS, 0)
     for name in sorted(f for f in os.listdir(label_folder) if f.endswith(".nii.gz")):
         metrics = case_metrics(os.path.join(prediction_folder, name), os.path.join(label_folder, name))
         per_case[name] = {label: float(m["Dice"]) for label, m in metrics.items()}
-        correct += sum(int(m["TP"]) for m in metrics.values())  # voxels of the reference's foreground labelled right
-        counted += sum(int(m["n_ref"]) for m in metrics.values())
+        for label, m in metrics.items():  # voxels of the reference's class labelled right
+            correct[label] += int(m["TP"])
+            counted[label] += int(m["n_ref"])
     classes = {str(label): 100 * float(np.nanmean([c[label] for c in per_case.values()])) for label in LABELS}
     result = {"classes": classes, "mean": float(np.nanmean(list(classes.values()))),
-              "foreground_voxel_accuracy": 100 * correct / max(counted, 1),
+              "foreground_voxel_accuracy": 100 * sum(correct.values()) / max(sum(counted.values()), 1),
+              "class_voxel_accuracy": {str(label): 100 * correct[label] / max(counted[label], 1) for label in LABELS},
               "cases": {k: {str(label): v for label, v in c.items()} for k, c in per_case.items()}}
     with open(os.path.join(prediction_folder, "scores.json"), "w") as f:
         json.dump(result, f, indent=1)
@@ -177,15 +180,18 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
     return results
 
 
-def source_and_target_scores(runner, model: str, predictions: str) -> dict:
+def source_and_target_scores(runner, model: str, predictions: str, checkpoint: str = "checkpoint_final.pth") -> dict:
     """A model's scores on the source's validation cases and every target's test images ({'source' | target id:
-    classes, mean, foreground_voxel_accuracy}); predictions cached under ``predictions``."""
+    classes, mean, foreground_voxel_accuracy, class_voxel_accuracy}); predictions cached under ``predictions``."""
     src_images, src_labels = source_validation_folder(runner)  # the split exists once a model has trained
-    scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"))}
+    scores = {"source": predict_and_score(model, src_images, src_labels, os.path.join(predictions, "source"),
+                                          checkpoint)}
     for t in TARGETS:
         scores[str(t)] = predict_and_score(model, os.path.join(runner.folder(t), "imagesTs"),
-                                           os.path.join(runner.folder(t), "labelsTs"), os.path.join(predictions, str(t)))
-    return {k: {kk: v[kk] for kk in ("classes", "mean", "foreground_voxel_accuracy")} for k, v in scores.items()}
+                                           os.path.join(runner.folder(t), "labelsTs"), os.path.join(predictions, str(t)),
+                                           checkpoint)
+    keys = ("classes", "mean", "foreground_voxel_accuracy", "class_voxel_accuracy")
+    return {k: {kk: v[kk] for kk in keys if kk in v} for k, v in scores.items()}
 
 
 def dice_accuracy_cells(scores: dict) -> str:

@@ -30,6 +30,10 @@ def test_score_folder_is_nnunets_dice_with_its_nan_convention(tmp_path):
     assert np.isclose(scores["foreground_voxel_accuracy"], 100 * right / sum(int((r > 0).sum()) for _, r in
                                                                                cases.values()))
     assert np.isclose(scores["mean"], np.mean([scores["classes"]["1"], scores["classes"]["2"]]))
+    for label in (1, 2):  # per class: the share of the reference's voxels of that class labelled right
+        right = sum(int(((p == label) & (r == label)).sum()) for p, r in cases.values())
+        assert np.isclose(scores["class_voxel_accuracy"][str(label)],
+                          100 * right / sum(int((r == label).sum()) for _, r in cases.values()))
 
 
 def _scores(mean):
@@ -199,3 +203,24 @@ def test_long_run_measures_distance_and_class_accuracy(tmp_path):
         sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "c.nii.gz"))
     accuracy = class_accuracy(str(tmp_path / "pred"), str(tmp_path / "ref"))
     assert np.allclose([accuracy["1"], accuracy["2"], accuracy["3"]], [50.0, 200 / 3, 0.0])
+
+
+def test_contrast_randomization_curve_table_lists_each_checkpoint_in_order(tmp_path):
+    from benchmarks.cohort import TARGETS
+    from benchmarks.contrast_randomization import write_markdown
+
+    def scores(mean):
+        per_class = {"1": mean - 1, "2": mean, "3": mean + 1}
+        return {"mean": mean, "classes": per_class, "foreground_voxel_accuracy": mean,
+                "class_voxel_accuracy": per_class}
+
+    curve = {str(it): {"source": scores(90.0), **{str(t): scores(it / 10 + t) for t in TARGETS}}
+             for it in (1000, 200)}  # stored out of order
+    write_markdown(str(tmp_path), {"command": "x", "plans": "P", "iterations": 1000, "seed": 0, "configurations": {
+        "c": {"scores": curve["1000"], "curve": curve}}})
+    curve_table = (tmp_path / "contrast_randomization_curve.md").read_text().split("Learning curve")[1]
+    rows = [line for line in curve_table.splitlines() if line.startswith("| c | ")]
+    assert [row.split(" | ")[1] for row in rows] == ["200", "1000"]
+    first_target = TARGETS[0]
+    assert f"{20 + first_target:.1f} ({19 + first_target:.0f} / {20 + first_target:.0f} / {21 + first_target:.0f})" \
+        in rows[0]

@@ -39,6 +39,23 @@ def test_remap_is_shared_between_views_keeps_background_and_can_invert_contrast(
     assert float(out_g[g == 0.2][0]) < float(out_g[g == 0.5][0]) < float(out_g[g == 0.9][0])
 
 
+def test_lookup_table_reaches_every_tissue_ordering_shared_between_views_and_keeps_background():
+    torch.manual_seed(0), np.random.seed(0)
+    local, g = views()
+    augmentation = IntensityAugmentation(lookup_table_probability=1.0)
+    assert augmentation.active and not augmentation.needs_labels  # label-free: unlabeled views may use it
+    orderings = set()
+    for _ in range(100):
+        out_local, out_g = transform_views(augmentation.transforms(), [local, g])
+        assert torch.all(out_g[g == 0] == 0) and torch.all(out_local[local == 0] == 0)
+        tissue = [float(out_g[g == v][0]) for v in (0.2, 0.5, 0.9)]
+        for v, t in zip((0.2, 0.5, 0.9), tissue):  # one value per tissue, the same in the local patch
+            assert torch.allclose(out_g[g == v], torch.tensor(t)) and torch.allclose(out_local[local == v],
+                                                                                      torch.tensor(t))
+        orderings.add(tuple(np.argsort(tissue)))
+    assert len(orderings) == 6  # every order of the three tissues, no labels needed
+
+
 def test_random_convolution_changes_contrast_within_the_input_range_and_keeps_background():
     torch.manual_seed(1), np.random.seed(1)
     local, g = views()

@@ -20,6 +20,8 @@ exactly 0; on data without a zero background the whole view is foreground) gets 
   - :class:`RandomIntensityRemapTransform`: a random monotone piecewise-linear curve over the foreground's
     intensity range, decreasing (contrast inverted: dark tissue becomes bright, as from T1w to T2w or in the
     unmyelinated infant brain) with probability ``invert_probability``;
+  - the same transform with ``monotone=False``: a random look-up table, label-free, under which intensity bands
+    (tissues) can take any order;
   - class-wise random intensities (labeled views only; :mod:`mapseg_nnunet.data.class_intensity`): every label
     class, split into intensity sub-clusters, re-rendered on its own, so that every ordering of the tissues is
     reachable. It runs first, before the transforms above.
@@ -110,19 +112,25 @@ class RandomConvolutionTransform(ImageOnlyTransform):
 class RandomIntensityRemapTransform(ImageOnlyTransform):
     """Random monotone piecewise-linear intensity curve per channel over the reference view's foreground range
     ``[lo, hi]`` (values outside it are clipped into it), decreasing with probability ``invert_probability``
-    (signed slope: contrast inverted)."""
+    (signed slope: contrast inverted). With ``monotone=False`` the curve is a random look-up table instead: every
+    knot's value drawn uniformly on its own, so that intensity bands can swap places in any order without labels
+    (the label-free counterpart of class-wise intensities)."""
 
-    def __init__(self, control_points: int = 5, invert_probability: float = 0.5):
+    def __init__(self, control_points: int = 5, invert_probability: float = 0.5, monotone: bool = True):
         super().__init__()
         if control_points < 1 or not 0 <= invert_probability <= 1:
             raise ValueError(f"RandomIntensityRemapTransform needs control_points >= 1 and invert_probability in "
                              f"[0, 1], got {control_points}, {invert_probability}")
         self.control_points, self.invert_probability = control_points, invert_probability
+        self.monotone = monotone
 
     def get_parameters(self, **data_dict) -> dict:
         image = data_dict["image"]
         curves = []
         for _ in range(image.shape[0]):
+            if not self.monotone:  # a look-up table: knots (the ends included) in any order
+                curves.append(torch.as_tensor(np.random.uniform(0, 1, self.control_points + 2), dtype=torch.float32))
+                continue
             inner = np.sort(np.random.uniform(0, 1, self.control_points))
             values = np.concatenate([[0.0], inner, [1.0]])
             if np.random.uniform() < self.invert_probability:
@@ -170,23 +178,29 @@ class IntensityAugmentation:
     class_wise_clusters: int = 3                  # intensity sub-clusters per class, at most
     class_wise_gaussian_probability: float = 0.5  # per cluster: Gaussian noise, else its own texture rescaled
     class_wise_invert_probability: float = 0.5    # per cluster: the texture inverted
+    lookup_table_probability: float = 0.0         # random non-monotone look-up table (label-free)
+    lookup_table_points: int = 8                  # its inner knots over the foreground range
 
     def __post_init__(self):
         self.check()
 
     def check(self) -> None:
         for name in ("gin_probability", "remap_probability", "remap_invert_probability", "class_wise_probability",
-                     "class_wise_gaussian_probability", "class_wise_invert_probability"):
+                     "class_wise_gaussian_probability", "class_wise_invert_probability",
+                     "lookup_table_probability"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"intensity augmentation: {name} must be in [0, 1], got {getattr(self, name)}")
         if int(self.class_wise_clusters) < 1:
             raise ValueError(f"intensity augmentation: class_wise_clusters must be >= 1, got "
                              f"{self.class_wise_clusters}")
+        if int(self.lookup_table_points) < 1:
+            raise ValueError(f"intensity augmentation: lookup_table_points must be >= 1, got "
+                             f"{self.lookup_table_points}")
 
     @property
     def active(self) -> bool:
         return self.nnunet or self.gin_probability > 0 or self.remap_probability > 0 or \
-            self.class_wise_probability > 0
+            self.class_wise_probability > 0 or self.lookup_table_probability > 0
 
     @property
     def needs_labels(self) -> bool:
@@ -205,6 +219,9 @@ class IntensityAugmentation:
         if self.remap_probability > 0:
             chain.append(RandomTransform(RandomIntensityRemapTransform(
                 invert_probability=self.remap_invert_probability), self.remap_probability))
+        if self.lookup_table_probability > 0:
+            chain.append(RandomTransform(RandomIntensityRemapTransform(
+                control_points=int(self.lookup_table_points), monotone=False), self.lookup_table_probability))
         if self.nnunet:
             chain += nnunet_intensity_transforms()
         return chain
