@@ -38,7 +38,8 @@ def score_folder(prediction_folder: str, label_folder: str) -> dict:
     classes = {str(label): 100 * float(np.nanmean([c[label] for c in per_case.values()])) for label in LABELS}
     result = {"classes": classes, "mean": float(np.nanmean(list(classes.values()))),
               "foreground_voxel_accuracy": 100 * sum(correct.values()) / max(sum(counted.values()), 1),
-              "class_voxel_accuracy": {str(label): 100 * correct[label] / max(counted[label], 1) for label in LABELS},
+              "class_voxel_accuracy": {str(label): 100 * correct[label] / counted[label] if counted[label] else float("nan")
+                                       for label in LABELS},
               "cases": {k: {str(label): v for label, v in c.items()} for k, c in per_case.items()}}
     with open(os.path.join(prediction_folder, "scores.json"), "w") as f:
         json.dump(result, f, indent=1)

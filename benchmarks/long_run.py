@@ -35,7 +35,7 @@ import torch
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
 from .cohort import CLASS_NAMES, LABELS, SHIFTS, SOURCE, TARGETS
-from .evaluation import case_metrics, predict_and_score
+from .evaluation import predict_and_score
 from .runner import FULL, Runner
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -49,18 +49,6 @@ def relative_distance(weights: Dict[str, torch.Tensor], start: Dict[str, torch.T
     moved = sum(float(((weights[k].double() - start[k].double()) ** 2).sum()) for k in keys)
     size = sum(float((start[k].double() ** 2).sum()) for k in keys)
     return float(np.sqrt(moved / size))
-
-
-def class_accuracy(predictions: str, labels: str) -> Dict[str, float]:
-    """Per reference class, the share (%) of its voxels over the cases of ``predictions`` labelled right:
-    ``sum TP / sum n_ref`` (nnU-Net's per-case evaluation)."""
-    right = {label: 0 for label in LABELS}
-    total = {label: 0 for label in LABELS}
-    for name in sorted(f for f in os.listdir(predictions) if f.endswith(".nii.gz")):
-        for label, m in case_metrics(os.path.join(predictions, name), os.path.join(labels, name)).items():
-            right[label] += int(m["TP"])
-            total[label] += int(m["n_ref"])
-    return {str(label): 100 * right[label] / total[label] if total[label] else float("nan") for label in LABELS}
 
 
 def subset_folder(runner: Runner, target: int, cases: int) -> tuple:
@@ -168,8 +156,8 @@ def main(argv=None) -> None:
         row["pseudo_label_accuracy"] = {}
         for t, (images, labels) in subsets.items():
             output = os.path.join(predictions, "ema_teacher", str(epoch), str(t))
-            predict_and_score(arms["uda"], images, labels, output, name)
-            row["pseudo_label_accuracy"][str(t)] = class_accuracy(output, labels)
+            row["pseudo_label_accuracy"][str(t)] = predict_and_score(arms["uda"], images, labels, output,
+                                                                     name)["class_voxel_accuracy"]
         rows.append(row)
     result = {"command": "python -m benchmarks.long_run " + " ".join(argv if argv is not None else sys.argv[1:]),
               "seed": args.seed, "plans": b.plans, "every": args.every,

@@ -188,21 +188,13 @@ def test_ablation_table_shows_each_class():
     assert "| no MPL: the teacher continued without target terms (iteration-matched) | 62.0 (52 / 62 / 72) |" in lines
 
 
-def test_long_run_measures_distance_and_class_accuracy(tmp_path):
-    import SimpleITK as sitk
+def test_long_run_measures_how_far_weights_moved():
     import torch
-    from benchmarks.long_run import class_accuracy, relative_distance
+    from benchmarks.long_run import relative_distance
     start = {"w": torch.ones(4), "b": torch.zeros(2), "steps": torch.tensor(3)}
     moved = {"w": torch.ones(4) * 1.5, "b": torch.zeros(2), "steps": torch.tensor(9)}
     assert np.isclose(relative_distance(moved, start), 0.5)  # ||0.5 x 1_4|| / ||1_4||; integer buffers ignored
     assert relative_distance(start, start) == 0
-    reference = np.array([0, 1, 1, 2, 2, 2, 3, 3], dtype=np.uint8).reshape(2, 2, 2)
-    prediction = np.array([0, 1, 0, 2, 2, 3, 0, 0], dtype=np.uint8).reshape(2, 2, 2)
-    for folder, array in (("pred", prediction), ("ref", reference)):
-        (tmp_path / folder).mkdir()
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / folder / "c.nii.gz"))
-    accuracy = class_accuracy(str(tmp_path / "pred"), str(tmp_path / "ref"))
-    assert np.allclose([accuracy["1"], accuracy["2"], accuracy["3"]], [50.0, 200 / 3, 0.0])
 
 
 def test_contrast_randomization_curve_table_lists_each_checkpoint_in_order(tmp_path):
