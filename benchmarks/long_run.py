@@ -34,7 +34,7 @@ import torch
 
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
-from .cohort import CLASS_NAMES, LABELS, SHIFTS, SOURCE, TARGETS
+from .cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
 from .evaluation import predict_and_score
 from .runner import FULL, Runner
 
