@@ -20,11 +20,21 @@ def test_interrupted_checkpoint_save_keeps_previous(planned_dataset, monkeypatch
     trainer.initialize()
     path = str(tmp_path / "checkpoint_latest.pth")
     trainer.current_epoch = 3
-    trainer.save_checkpoint(path)
+    real_save, written = torch.save, []
 
-    real_save = torch.save
+    def recording_save(obj, f, *args, **kwargs):
+        if isinstance(f, (str, os.PathLike)):
+            written.append(str(f))
+        return real_save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", recording_save)
+    trainer.save_checkpoint(path)
+    assert len(written) == 1  # one file written per save (nnU-Net's part goes through memory)
+    assert "mapseg" in torch.load(path, map_location="cpu", weights_only=False)  # with the trainer's extras
 
     def interrupted_save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return real_save(obj, f, *args, **kwargs)
         with open(f, "wb") as fh:
             fh.write(b"partial")
         raise KeyboardInterrupt

@@ -3,7 +3,7 @@ its intensity settings (applied to whole cases by the data loaders and the predi
 scheduler hook, atomic checkpoints with the random states, and nnU-Net's epoch loop with three hooks that the
 variants override: :meth:`should_stop_early`, :meth:`is_new_best`, :meth:`log_epoch_summary` (what one epoch
 runs stays nnU-Net's ``train_step`` / ``validation_step`` and their ``on_*`` hooks)."""
-import os
+import io
 from time import time
 
 import numpy as np
@@ -161,20 +161,17 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         checkpoint[RNG_KEY] = capture_rng_state(self._in_process_loaders())
 
     def save_checkpoint(self, filename: str) -> None:
-        """nnU-Net's checkpoint plus :meth:`update_checkpoint`, written to a temporary file and renamed (never
-        half-written)."""
+        """nnU-Net's checkpoint plus :meth:`update_checkpoint`, written once, to a temporary file that is then
+        renamed (never half-written). nnU-Net's own dict is serialised into memory and read back from there."""
         if self.local_rank != 0 or self.disable_checkpointing:
             return super().save_checkpoint(filename)
+        stock = io.BytesIO()
+        super().save_checkpoint(stock)  # torch.save accepts a file-like object
+        stock.seek(0)
+        checkpoint = torch.load(stock, map_location="cpu", weights_only=False)
+        self.update_checkpoint(checkpoint)
         with atomic_path(filename) as tmp:
-            stock = tmp + ".nnunet"
-            try:
-                super().save_checkpoint(stock)
-                checkpoint = torch.load(stock, map_location="cpu", weights_only=False, mmap=True)
-                self.update_checkpoint(checkpoint)
-                torch.save(checkpoint, tmp)
-            finally:
-                if os.path.exists(stock):
-                    os.remove(stock)
+            torch.save(checkpoint, tmp)
 
     def load_checkpoint(self, filename_or_checkpoint) -> None:
         super().load_checkpoint(filename_or_checkpoint)
