@@ -153,6 +153,13 @@ def test_server_resumes_after_its_last_completed_round(fed_cohort, tmp_path, mon
     assert restarted.current_epoch == 1
     weights = restarted.network.state_dict()
     assert all(torch.equal(weights[k], aggregate[k].to(weights[k].dtype)) for k in aggregate)
+    # a trainer without the federation's hooks is refused by name, before anything trains
+    from mapseg_nnunet.federated.sites import client_round
+    with pytest.raises(TypeError, match="nnUNetTrainerMAPSegUDA_smoke cannot be a federation's server: it lacks "
+                                        "round_lr, begin_round, end_round"):
+        start_server("931", "nnUNetTrainerMAPSegUDA_smoke", PLANS, "3d_fullres", "0", torch.device("cpu"))
+    with pytest.raises(TypeError, match="cannot be a federation's client: it lacks client_round"):
+        client_round("932", PLANS, "3d_fullres", aggregate, 1e-3, 1, torch.device("cpu"), SERVER)
 
 
 def test_clients_need_targets_registered_with_the_plans_or_their_data(fed_cohort, monkeypatch):
