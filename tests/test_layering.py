@@ -143,3 +143,23 @@ def test_no_import_cycle():
     assert "mapseg_nnunet.data.input_checks" in graph and "mapseg_nnunet.trainers.base" in graph
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_private_names_of_nnunet_and_batchgenerators_are_used_in_the_compatibility_module_only():
+    """``obj._name`` or ``getattr(obj, "_name")`` for a private name of nnU-Net or batchgenerators outside
+    ``mapseg_nnunet/compat.py`` (overriding ``_apply_to_image`` in a transform subclass is batchgeneratorsv2's way of
+    writing a transform and is allowed)."""
+    from mapseg_nnunet.compat import PREDICTOR_PRIVATE_METHODS
+    private = set(PREDICTOR_PRIVATE_METHODS) | {"_apply_to_image", "_finish"}
+    compat = os.path.join(REPO, "mapseg_nnunet", "compat.py")
+    found = []
+    for folder in ("mapseg_nnunet",) + MAPPED_FOLDERS:
+        for path in python_files(folder):
+            if path == compat:
+                continue
+            for node in ast.walk(ast.parse(open(path).read(), path)):
+                name = node.attr if isinstance(node, ast.Attribute) else \
+                    node.value if isinstance(node, ast.Constant) and isinstance(node.value, str) else None
+                if name in private:
+                    found.append(f"{os.path.relpath(path, REPO)}:{node.lineno} uses {name}")
+    assert not found, "\n".join(found)

@@ -44,6 +44,7 @@ from batchgeneratorsv2.transforms.spatial.low_resolution import SimulateLowResol
 from batchgeneratorsv2.transforms.utils.compose import ComposeTransforms
 from batchgeneratorsv2.transforms.utils.random import RandomTransform
 
+from mapseg_nnunet.compat import apply_to_image
 from mapseg_nnunet.data.class_intensity import ClassWiseIntensityTransform
 
 NNUNET_INTENSITY_TRANSFORMS = (GaussianNoiseTransform, GaussianBlurTransform, MultiplicativeBrightnessTransform,
@@ -256,4 +257,4 @@ def _apply_with_shared_parameters(transform: BasicTransform, views: List[torch.T
         params = transform.get_parameters(image=views[-1], segmentation=labels[-1])
         return [transform.apply_to_view(v, s, **params) for v, s in zip(views, labels)]
     params = transform.get_parameters(image=views[-1])
-    return [transform._apply_to_image(v, **params) for v in views]
+    return [apply_to_image(transform, v, **params) for v in views]

@@ -7,6 +7,7 @@ from typing import Optional, Protocol, Tuple
 import torch
 from batchgenerators.utilities.file_and_folder_operations import isfile, join
 
+from mapseg_nnunet.compat import finish_loader
 from mapseg_nnunet.training.trainer_lookup import build_trainer
 
 
@@ -85,8 +86,7 @@ def client_round(dataset: str, plans: str, configuration: str, teacher_state: di
         state, metrics = client.client_round(teacher_state, lr, iterations)
     finally:
         for loader in (client.dataloader_train, client.dataloader_val):
-            if hasattr(loader, "_finish"):
-                loader._finish()
+            finish_loader(loader)
     return state, len(client.dataset_class(client.preprocessed_dataset_folder).identifiers), metrics
 
 

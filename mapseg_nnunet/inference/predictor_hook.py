@@ -14,32 +14,23 @@ training patches do, :mod:`mapseg_nnunet.data.foreground_box`). A fourth,
 ``_manage_input_and_output_lists``, checks that every input file reads to its end before nnU-Net's preprocessing
 workers start (SimpleITK accepts a truncated ``.nii.gz`` and would segment garbage): a corrupt input stops the
 prediction with the file named. Networks without the attributes are untouched. The hook refuses nnunetv2 versions
-it was not tested against."""
+it was not tested against (:mod:`mapseg_nnunet.compat`)."""
 from __future__ import annotations
 
 import functools
-from importlib.metadata import version
 
 import torch
 
 from mapseg_nnunet.architectures.unwrap import unwrap_network
+from mapseg_nnunet.compat import predictor_private_methods
 from mapseg_nnunet.data.foreground_box import case_foreground_box, logits_outside_box_to_background_
 from mapseg_nnunet.data.input_checks import check_files_readable
 from mapseg_nnunet.data.intensity import normalize_case
 
-SUPPORTED_NNUNET_MINOR = "2.8"
 INTENSITY_ATTRIBUTE = "mapseg_intensity"
 GLC_ATTRIBUTE = "mapseg_glc_inference"
 OUTSIDE_BOX_ATTRIBUTE = "mapseg_outside_box_is_background"
 _NORMALISED_FLAG = "_mapseg_case_normalised"
-
-
-def check_nnunet_version() -> str:
-    found = version("nnunetv2")
-    if not (found == SUPPORTED_NNUNET_MINOR or found.startswith(SUPPORTED_NNUNET_MINOR + ".")):
-        raise RuntimeError(f"mapseg_nnunet's predictor hook supports nnunetv2 {SUPPORTED_NNUNET_MINOR}.x, found "
-                           f"{found}. Install nnunetv2>={SUPPORTED_NNUNET_MINOR}.0,<2.9.")
-    return found
 
 
 def normalize_for_network(network: torch.nn.Module, image: torch.Tensor) -> torch.Tensor:
@@ -60,10 +51,9 @@ def _wrap(cls, name: str, make):
 
 def install() -> None:
     """Idempotent."""
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+    nnUNetPredictor, (manage_inputs, internal_windows) = predictor_private_methods()
     if getattr(nnUNetPredictor.predict_sliding_window_return_logits, "_mapseg_hook", False):
         return
-    check_nnunet_version()
 
     def normalise_once(original):
         def predict_logits_from_preprocessed_data(self, data: torch.Tensor) -> torch.Tensor:
@@ -111,9 +101,9 @@ def install() -> None:
             return result
         return _manage_input_and_output_lists
 
-    _wrap(nnUNetPredictor, "_manage_input_and_output_lists", check_inputs)
+    _wrap(nnUNetPredictor, manage_inputs, check_inputs)
     _wrap(nnUNetPredictor, "predict_logits_from_preprocessed_data", normalise_once)
-    _wrap(nnUNetPredictor, "_internal_predict_sliding_window_return_logits", glc_windows)
+    _wrap(nnUNetPredictor, internal_windows, glc_windows)
     _wrap(nnUNetPredictor, "predict_sliding_window_return_logits", normalise_direct_calls)
 
 
