@@ -17,8 +17,9 @@ from mapseg_nnunet.architectures.unwrap import unwrap_network
 from mapseg_nnunet.method.losses import source_loss
 from mapseg_nnunet.method.selection import selection_score
 from mapseg_nnunet.method.teacher import make_teacher
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION, nnUNetTrainerMAPSegUDA
+from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA
 from mapseg_nnunet.training.schedules import FixedLR, RoundCosineLR, set_learning_rate
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION, FED_DEMO, FED_SMOKE
 
 
 def load_weights(network: torch.nn.Module, state: dict) -> None:
@@ -100,14 +101,12 @@ class nnUNetTrainerMAPSegFedClient(nnUNetTrainerMAPSegUDA):
 
 class nnUNetTrainerMAPSegFed_smoke(nnUNetTrainerMAPSegFed):
     """2 rounds of 2 server and 2 client iterations, 1 validation iteration: tests."""
-    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 2, "client_iterations": 2,
-                        "num_val_iterations_per_epoch": 1}
+    trainer_settings = FED_SMOKE
 
 
 class nnUNetTrainerMAPSegFed_demo(nnUNetTrainerMAPSegFed):
     """CPU demo budget: 8 rounds of 40 server and 40 client iterations, learning rate 1e-3 -> 1e-5."""
-    trainer_settings = {"num_epochs": 8, "num_iterations_per_epoch": 40, "client_iterations": 40,
-                        "num_val_iterations_per_epoch": 4, "initial_lr": 1e-3, "final_lr": 1e-5}
+    trainer_settings = FED_DEMO
 
 
 class nnUNetTrainerMAPSegFed_contrastRandomized_demo(nnUNetTrainerMAPSegFed_demo):

@@ -25,6 +25,7 @@ from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
 from mapseg_nnunet.training.reconstruction_png import save_reconstruction_png
 from mapseg_nnunet.training.schedules import ConstantThenCosineLR
+from mapseg_nnunet.training.variants import MAE_DEMO, MAE_SMOKE
 
 
 class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
@@ -183,11 +184,10 @@ class nnUNetTrainerMAPSegMAE(nnUNetTrainerMAPSegBase):
 
 class nnUNetTrainerMAPSegMAE_smoke(nnUNetTrainerMAPSegMAE):
     """2 epochs of 4 iterations: tests."""
-    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}
+    trainer_settings = MAE_SMOKE
 
 
 class nnUNetTrainerMAPSegMAE_demo(nnUNetTrainerMAPSegMAE):
     """CPU demo budget on the CPU presets: 3 epochs x 40 iterations at lr 1e-3 (the paper's 2e-4 is for its 150k
     iterations on GPUs; at 2e-4 the demo's reconstructions did not beat the mean-intensity baseline)."""
-    trainer_settings = {"num_epochs": 3, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 2,
-                        "initial_lr": 1e-3}
+    trainer_settings = MAE_DEMO

@@ -13,6 +13,7 @@ from mapseg_nnunet.method.selection import mean_over_ranks
 from mapseg_nnunet.method.teacher import make_teacher
 from mapseg_nnunet.trainers.uda import nnUNetTrainerMAPSegUDA, validation_output
 from mapseg_nnunet.training.source_model import load_source_weights, source_model_entry
+from mapseg_nnunet.training.variants import TTA_DEMO, TTA_SMOKE
 
 
 class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
@@ -56,10 +57,9 @@ class nnUNetTrainerMAPSegTTA(nnUNetTrainerMAPSegUDA):
 
 class nnUNetTrainerMAPSegTTA_smoke(nnUNetTrainerMAPSegTTA):
     """2 epochs of 4 iterations, 2 validation iterations: tests."""
-    trainer_settings = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2}
+    trainer_settings = TTA_SMOKE
 
 
 class nnUNetTrainerMAPSegTTA_demo(nnUNetTrainerMAPSegTTA):
     """CPU demo budget on the CPU presets: 4 epochs x 40 iterations at learning rate 1e-3 (as the UDA demo)."""
-    trainer_settings = {"num_epochs": 4, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
-                        "initial_lr": 1e-3}
+    trainer_settings = TTA_DEMO

@@ -28,6 +28,7 @@ from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selec
 from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
 from mapseg_nnunet.training.schedules import CosineWarmRestartsLR, never_adapts_warning
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION, UDA_DEMO, UDA_DEMO_FITTED_TEACHER, UDA_SMOKE
 
 
 def validation_output(loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor) -> dict:
@@ -279,22 +280,6 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.epochs_without_improvement = extra["epochs_without_improvement"]
 
 
-# Budgets (nnU-Net's variant convention; plans variants override any of them)
-SMOKE = {"num_epochs": 2, "num_iterations_per_epoch": 4, "num_val_iterations_per_epoch": 2,
-         "warmup_iterations": 4}  # tests: warm-up 4, so epoch 1 adapts
-# CPU demo on the CPU presets: learning rate 1e-3 (the paper's 1e-4 assumes 10k iterations from a long MAE)
-DEMO = {"num_epochs": 8, "num_iterations_per_epoch": 40, "num_val_iterations_per_epoch": 4,
-        "warmup_iterations": 120, "initial_lr": 1e-3}
-# Contrast randomization of the source views (beyond the paper): nnU-Net's intensity transforms, then GIN-style
-# random convolution and random (possibly inverting) intensity remapping, each with probability 0.5, so that the
-# teacher is robust to contrast before its pseudo-labels are trusted (benchmarks/contrast_randomization.md)
-CONTRAST_RANDOMIZATION = {"source_intensity.nnunet": True, "source_intensity.gin_probability": 0.5,
-                          "source_intensity.remap_probability": 0.5}
-# make demo's configuration: the teacher is a fitted source-only model (240 iterations, the U-Net preset's plateau
-# and the benchmarks' source budget) before 120 adapting iterations; its baseline trains the same 360 source
-# iterations without target terms (iteration-matched). A teacher handed over after 120 iterations lost 16.6 Dice on
-# T2w (FINDINGS.md).
-DEMO_FITTED_TEACHER = {**DEMO, "num_epochs": 9, "warmup_iterations": 240}
 
 
 class nnUNetTrainerMAPSegUDA_noGLC(nnUNetTrainerMAPSegUDA):
@@ -309,19 +294,19 @@ class nnUNetTrainerMAPSegUDA_noMPL(nnUNetTrainerMAPSegUDA):
 
 
 class nnUNetTrainerMAPSegUDA_smoke(nnUNetTrainerMAPSegUDA):
-    trainer_settings = SMOKE
+    trainer_settings = UDA_SMOKE
 
 
 class nnUNetTrainerMAPSegUDA_noMPL_smoke(nnUNetTrainerMAPSegUDA_noMPL):
-    trainer_settings = SMOKE
+    trainer_settings = UDA_SMOKE
 
 
 class nnUNetTrainerMAPSegUDA_demo(nnUNetTrainerMAPSegUDA):
-    trainer_settings = DEMO
+    trainer_settings = UDA_DEMO
 
 
 class nnUNetTrainerMAPSegUDA_noMPL_demo(nnUNetTrainerMAPSegUDA_noMPL):
-    trainer_settings = DEMO
+    trainer_settings = UDA_DEMO
 
 
 class nnUNetTrainerMAPSegUDA_contrastRandomized(nnUNetTrainerMAPSegUDA):
@@ -335,9 +320,9 @@ class nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL(nnUNetTrainerMAPSegUDA_con
 
 
 class nnUNetTrainerMAPSegUDA_contrastRandomized_demo(nnUNetTrainerMAPSegUDA_contrastRandomized):
-    trainer_settings = DEMO_FITTED_TEACHER
+    trainer_settings = UDA_DEMO_FITTED_TEACHER
 
 
 class nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL_demo(nnUNetTrainerMAPSegUDA_contrastRandomized_noMPL):
     """make demo's source-only baseline: as many source iterations as the UDA run trains (warm-up + adapting)."""
-    trainer_settings = DEMO_FITTED_TEACHER
+    trainer_settings = UDA_DEMO_FITTED_TEACHER

@@ -11,10 +11,10 @@ import copy
 from typing import Optional, Sequence, Tuple
 
 from mapseg_nnunet.architectures.glc_unet import SUPPORTED_UNETS, cumulative_strides
-from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME, NETWORK_CLASS_NAME, MAPSegPreset
+from mapseg_nnunet.planning.presets import GLC_UNET_CLASS_NAME, LATENT_STRIDE, NETWORK_CLASS_NAME, MAPSegPreset
 
 # GLC U-Nets fuse the global view at the encoder stage of this output stride (MAPSegNet's latent stride)
-FUSION_STRIDE = 4
+FUSION_STRIDE = LATENT_STRIDE
 
 
 def mapseg_block(preset: MAPSegPreset, intensity: Optional[dict]) -> dict:

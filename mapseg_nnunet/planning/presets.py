@@ -8,6 +8,9 @@ from typing import Dict, Tuple
 
 NETWORK_CLASS_NAME = "mapseg_nnunet.architectures.mapseg_net.MAPSegNet"
 GLC_UNET_CLASS_NAME = "mapseg_nnunet.architectures.glc_unet.GLCUNet"
+# MAPSegNet's encoder downsamples once, by this factor; GLC U-Nets fuse the global view at the encoder stage of the
+# same output stride
+LATENT_STRIDE = 4
 
 
 @dataclass(frozen=True)
@@ -18,7 +21,7 @@ class MAPSegPreset:
     batch_size: int
     width: int
     depth: int = 8
-    latent_stride: int = 4
+    latent_stride: int = LATENT_STRIDE
     encoder_groups: int = 32
     aspp_channels: int = 512
     aspp_dilations: Tuple[int, ...] = (4, 8, 16)
