@@ -115,3 +115,37 @@ def test_survey_reports_zscored_channels_and_old_plans_refuse_them():
     check_against_rules(["case_minimum"], surveys, "MAPSegPlans")
     with pytest.raises(DatasetError, match="case000_0000.nii.gz: channel 0 has negative intensities"):
         check_against_rules(["clip_negatives"], surveys, "OldPlans")
+
+
+def test_planning_reads_each_source_image_once(tmp_path):
+    """The image check surveys as it reads; the planner's survey then reads only cases changed since."""
+    import os
+
+    import SimpleITK as sitk
+    from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
+
+    from mapseg_nnunet.data.input_checks import check_dataset_images
+    from mapseg_nnunet.data.intensity import survey_and_remember, survey_dataset
+
+    class CountingReader(SimpleITKIO):
+        reads = []
+
+        def read_images(self, files, *args, **kwargs):
+            self.reads.append(tuple(files))
+            return super().read_images(files, *args, **kwargs)
+
+    dataset = {}
+    for i in range(2):
+        path = str(tmp_path / f"case{i}_0000.nii.gz")
+        sitk.WriteImage(sitk.GetImageFromArray(np.random.default_rng(i).normal(size=(6, 6, 6)).astype(np.float32)),
+                        path)
+        dataset[f"case{i}"] = {"images": [path]}
+    reader = CountingReader()
+    checked = check_dataset_images(dataset, 1, reader, progress=False, survey=survey_and_remember)
+    assert len(reader.reads) == 2
+    assert survey_dataset(dataset, reader) == checked and len(reader.reads) == 2  # nothing read again
+    changed = dataset["case1"]["images"][0]
+    sitk.WriteImage(sitk.GetImageFromArray(np.full((6, 6, 6), -3.0, dtype=np.float32)), changed)
+    os.utime(changed, ns=(os.stat(changed).st_atime_ns, os.stat(changed).st_mtime_ns + 10 ** 9))
+    surveys = survey_dataset(dataset, reader)
+    assert reader.reads[2:] == [(changed,)] and surveys["case1"][0][0] == -3.0  # a changed file is read again

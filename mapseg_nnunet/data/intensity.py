@@ -24,6 +24,7 @@ they are.
 """
 from __future__ import annotations
 
+import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -278,16 +279,38 @@ def check_against_rules(rules: Sequence[str], surveys: Dict[str, list], plans_na
                     f"shifts each case by its own minimum instead), or give non-negative images.")
 
 
+# surveys of image files this process has read already (keyed by path, modification time and size), so that
+# planning reads each source image once: mapseg_plan_and_preprocess's image check surveys as it checks
+# (:func:`survey_and_remember`), the planner's :func:`survey_dataset` then finds every case here
+_SURVEYED: Dict[tuple, list] = {}
+
+
+def _files_key(files: Sequence[str]) -> tuple:
+    return tuple((os.path.abspath(f), os.stat(f).st_mtime_ns, os.stat(f).st_size) for f in files)
+
+
+def survey_and_remember(image: np.ndarray, files: Sequence[str]) -> list:
+    """:func:`survey_case` of a case just read, remembered for :func:`survey_dataset`."""
+    survey = survey_case(image, files)
+    _SURVEYED[_files_key(files)] = survey
+    return survey
+
+
 def survey_dataset(dataset: Dict[str, dict], reader, progress: bool = False) -> Dict[str, list]:
     """``{case: survey_case(...)}`` of an nnU-Net dataset dict (``case -> {'images': [files]}``) read with
-    nnU-Net's ``reader``; a file that cannot be read is named."""
+    nnU-Net's ``reader`` (cases this process surveyed already, unchanged since, are not read again); a file that
+    cannot be read is named."""
     from tqdm import tqdm
 
     surveys = {}
     for case, entry in tqdm(dataset.items(), desc="Surveying intensities", disable=not progress):
         try:
+            remembered = _SURVEYED.get(_files_key(entry["images"]))
+            if remembered is not None:
+                surveys[case] = remembered
+                continue
             images, _ = reader.read_images(entry["images"])
         except Exception as e:
             raise DatasetError(f"{entry['images']}: cannot read case {case}: {e}") from e
-        surveys[case] = survey_case(images, entry["images"])
+        surveys[case] = survey_and_remember(images, entry["images"])
     return surveys

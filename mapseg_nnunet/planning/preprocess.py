@@ -22,6 +22,7 @@ def check_raw_dataset(dataset_id: int, progress: bool = True) -> None:
 
     from mapseg_nnunet.data.errors import DatasetError
     from mapseg_nnunet.data.input_checks import check_dataset_images
+    from mapseg_nnunet.data.intensity import survey_and_remember
     folder = join(nnUNet_raw, convert_id_to_dataset_name(dataset_id))
     if not os.path.isfile(join(folder, "dataset.json")):
         raise DatasetError(f"{join(folder, 'dataset.json')}: file is missing")
@@ -41,7 +42,8 @@ def check_raw_dataset(dataset_id: int, progress: bool = True) -> None:
                            f"{len(dataset)} cases were found in imagesTr")
     first_image = next(iter(dataset.values()))["images"][0]
     reader = determine_reader_writer_from_dataset_json(dataset_json, first_image)()
-    check_dataset_images(dataset, len(dataset_json["channel_names"]), reader, progress)
+    # surveyed while checked: the planner's intensity survey then reads no image again
+    check_dataset_images(dataset, len(dataset_json["channel_names"]), reader, progress, survey=survey_and_remember)
 
 
 def preprocess_atomically(dataset_id: int, plans_identifier: str, configurations: Sequence[str],
