@@ -11,7 +11,7 @@ WORK        ?= $(CURDIR)/work_dirs
 NNUNET_ENV  := nnUNet_raw=$(WORK)/nnUNet_raw nnUNet_preprocessed=$(WORK)/nnUNet_preprocessed \
                nnUNet_results=$(WORK)/nnUNet_results nnUNet_compile=f nnUNet_def_n_proc=1
 
-.PHONY: install test demo demo-federated benchmarks benchmarks-ablations benchmarks-quick learning-curve contrast-randomization clean
+.PHONY: install test demo demo-full demo-federated benchmarks benchmarks-ablations benchmarks-quick learning-curve contrast-randomization clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ test: install
 
 demo: install
 	$(NNUNET_ENV) PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
+
+demo-full: install
+	$(NNUNET_ENV) DEMO_TARGETS="952 953 954" PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo.sh
 
 demo-federated: install
 	$(NNUNET_ENV) PATH=$(CURDIR)/$(BIN):$$PATH bash scripts/demo_federated.sh

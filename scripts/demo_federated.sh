@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fed-MAPSeg on the demo cohort (run by `make demo-federated` after `make demo`, whose cohort, plans, registered
+# Fed-MAPSeg on the demo cohort (run by `make demo-federated` after `make demo-full`, whose cohort, plans, registered
 # targets and MAE checkpoint it reuses): the server holds the T1w source, one simulated client per target, then
 # GLC prediction of each target's test images with the global model, next to `make demo`'s models.
 set -euo pipefail
@@ -18,9 +18,15 @@ SOURCE_NAME=$(basename "$(ls -d "${nnUNet_raw}"/Dataset${SOURCE}_*)")
 MAE_CHECKPOINT="${nnUNet_results}/${SOURCE_NAME}/nnUNetTrainerMAPSegMAE_demo__${PLANS}__3d_fullres/fold_all/checkpoint_final.pth"
 PRED="${nnUNet_results}/demo_predictions/${PLANS}"
 if [ ! -f "${MAE_CHECKPOINT}" ] || [ ! -d "${PRED}/${CENTRALIZED}" ]; then
-    echo "Run make demo first (its MAE checkpoint and centralized predictions are compared here)" >&2
+    echo "Run make demo-full first (its MAE checkpoint and centralized predictions are compared here)" >&2
     exit 1
 fi
+for T in ${TARGETS}; do
+    if ! ls -d "${nnUNet_raw}"/Dataset${T}_* > /dev/null 2>&1; then
+        echo "Target ${T} is missing from ${nnUNet_raw}: make demo builds the T2w target only; run make demo-full" >&2
+        exit 1
+    fi
+done
 echo "== Fed-MAPSeg simulation: server on ${SOURCE_NAME}, clients ${TARGETS} (${FED_TRAINER}, from the MAE encoder)"
 rm -rf "${nnUNet_results}/${SOURCE_NAME}/${FED_TRAINER}__${PLANS}__3d_fullres"
 mapseg_federated_simulation -s ${SOURCE} -t ${TARGETS} -p ${PLANS} -tr ${FED_TRAINER} -device cpu \
