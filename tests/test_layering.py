@@ -8,7 +8,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # library subpackages by layer: a module may import its own layer and the layers below
-LAYERS = {"data": 0, "architectures": 0, "method": 1, "training": 2, "inference": 2, "planning": 3, "federated": 3}
+LAYERS = {"data": 0, "architectures": 0, "evaluation": 0, "method": 1, "training": 2, "inference": 2, "planning": 3, "federated": 3}
 OUTSIDE_LIBRARY = ("mapseg_nnunet.cli", "mapseg_nnunet.trainers", "mapseg_nnunet.planners",
                    "mapseg_nnunet.dataset_conversion", "benchmarks")
 # top-level folders installed as subpackages of mapseg_nnunet (setup.py's package_dir)

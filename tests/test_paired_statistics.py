@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from benchmarks.paired import bootstrap_interval, paired_differences, paired_lines, paired_table, verdict
+from benchmarks.paired import paired_differences, paired_lines, paired_table
+from mapseg_nnunet.evaluation.paired import bootstrap_interval, verdict
 from benchmarks.report import render, summary
 
 TARGETS = {"952": "cross-sequence (T2w)", "953": "cross-site", "954": "cross-age"}

@@ -1,6 +1,8 @@
 """Dice tables of ``make demo`` from the ``summary.json`` files of ``nnUNetv2_evaluate_simple``:
 
-* target test Dice per target and class: source-only baseline vs MAPSeg UDA (``PREDICTIONS/MODEL/DatasetXXX_Name``);
+* target test Dice per target and class: source-only baseline vs MAPSeg UDA (``PREDICTIONS/MODEL/DatasetXXX_Name``),
+  and the paired difference per test case (last model - first, mean over the foreground classes) with a 95 %
+  bootstrap interval over the cases and its verdict (better / worse / unresolved);
 * with ``--test_time TRAINER``, the paper's Table 3 for test-time UDA: source validation Dice (forgetting) and
   target test Dice (gain) before (stage 1 = the baseline) and after stage 2 at each target site
   (``PREDICTIONS/source_validation/BASELINE``, ``PREDICTIONS/source_validation/TRAINER/DatasetXXX_Name``,
@@ -15,7 +17,9 @@ import json
 import os
 from typing import Dict, List
 
+import numpy as np
 
+from mapseg_nnunet.evaluation.paired import FEW_CASES, bootstrap_interval, verdict
 
 def foreground_labels(folder: str) -> Dict[str, int]:
     """``{name: value}`` of the foreground labels in the ``dataset.json`` nnUNetv2_predict writes next to its
@@ -37,6 +41,30 @@ def load_dice(folder: str) -> Dict[str, float]:
     return dice
 
 
+def case_dice(folder: str) -> Dict[str, float]:
+    """``{case file: mean foreground Dice (%)}`` from ``summary.json``'s per-case metrics (classes absent from both
+    prediction and reference, NaN in nnU-Net's evaluation, skipped)."""
+    summary = json.load(open(os.path.join(folder, "summary.json")))
+    labels = [str(v) for v in foreground_labels(folder).values()]
+    out = {}
+    for case in summary["metric_per_case"]:
+        values = np.array([case["metrics"][label]["Dice"] for label in labels], dtype=float)
+        out[os.path.basename(case["reference_file"])] = float(100 * np.nanmean(values)) \
+            if (~np.isnan(values)).any() else float("nan")
+    return out
+
+
+def paired_difference(first: str, last: str) -> dict:
+    """Per test case, Dice of ``last`` minus ``first`` (evaluated prediction folders of the same cases): ``{"mean",
+    "ci95", "n"}`` (bootstrap over the cases) and ``"verdict"``."""
+    a, b = case_dice(first), case_dice(last)
+    if set(a) != set(b):
+        raise ValueError(f"{first} and {last} were evaluated on different cases: {sorted(set(a) ^ set(b))}")
+    differences = np.array([b[c] - a[c] for c in sorted(a)], dtype=float)
+    entry = bootstrap_interval({"demo": differences[~np.isnan(differences)]})
+    return {**entry, "verdict": verdict(entry)}
+
+
 def report(predictions: str, models: List[str]) -> str:
     targets = sorted(d for d in os.listdir(os.path.join(predictions, models[0])) if d.startswith("Dataset"))
     columns = list(foreground_labels(os.path.join(predictions, models[0], targets[0]))) + ["mean"]
@@ -49,6 +77,12 @@ def report(predictions: str, models: List[str]) -> str:
             lines.append(f"{target:32s} {model:{width}s} " + " ".join(f"{dice[c]:6.1f}" for c in columns))
         lines.append(f"{'':32s} {'difference (last - first)':{width}s} " +
                      " ".join(f"{rows[-1][c] - rows[0][c]:+6.1f}" for c in columns))
+        paired = paired_difference(os.path.join(predictions, models[0], target),
+                                   os.path.join(predictions, models[-1], target))
+        lo, hi = paired["ci95"]
+        few = f" (fewer than {FEW_CASES} cases: interval too narrow)" if paired["n"] < FEW_CASES else ""
+        lines.append(f"{'':32s} paired per case: {paired['mean']:+.1f} Dice, 95 % interval [{lo:+.1f}, {hi:+.1f}] "
+                     f"over {paired['n']} cases: {paired['verdict']}{few}")
     return "\n".join(lines)
 
 

@@ -1,0 +1,1 @@
+"""Statistics for comparing models on test cases."""
