@@ -45,10 +45,10 @@ benchmarks-quick: install
 	$(BIN)/python -m benchmarks.run --quick
 
 learning-curve: install
-	$(BIN)/python -m benchmarks.learning_curve
+	$(BIN)/python -m benchmarks.studies.learning_curve
 
 contrast-randomization: install
-	$(BIN)/python -m benchmarks.contrast_randomization
+	$(BIN)/python -m benchmarks.studies.contrast_randomization
 
 clean:
 	rm -rf $(WORK)

@@ -1,5 +1,6 @@
 """RESULTS.md and PNG plots from the measured results of ``python -m benchmarks.run`` (results.json is kept next
-to them, so the report can be rewritten without re-running: ``python -m benchmarks.report OUT_FOLDER``)."""
+to them, so the report can be rewritten without re-running: ``python -m benchmarks.report [OUT_FOLDER]``, by default
+``benchmarks/results/``)."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,7 @@ from mapseg_nnunet.method.selection import replaces_best
 
 from .cohort import CLASS_NAMES, SHIFTS, UNET_PLANS
 from .paired import paired_lines, paired_table
+from .study import RESULTS
 
 MIN_GAP = 5.0  # Dice points: below, "fraction of the gap" is noise over a tiny denominator
 # (key in the results, summary key with {b} = the backbone, title); the floor and the oracle keep their names
@@ -327,7 +329,7 @@ def write_report(out: str, runner, command: str, results: dict, speed: Optional[
 def render(out: str) -> None:
     """RESULTS.md and the plots from results.json, whose top-level ``summary`` (:func:`summary`) and ``paired``
     (:func:`benchmarks.paired.paired_table`) it (re)writes."""
-    path = os.path.join(out, "results.json")
+    path = os.path.realpath(os.path.join(out, "results.json"))  # a link to it (benchmarks/results.json) stays one
     data = json.load(open(path))
     meta, results, speed = data["meta"], data["results"], data["speed"]
     targets = {str(t): name for t, name in SHIFTS.items()}
@@ -358,7 +360,7 @@ def render(out: str) -> None:
              "", "## 5. Label-free model selection", ""] + selection_table(results, targets) + [
              "", "## 6. Speed and memory (ratios measured side by side in one run)", ""] + speed_table(speed) + [
              "", "## Plots", ""] + [f"![{f}]({f})" for f in figures] + [""]
-    findings = os.path.join(os.path.dirname(os.path.abspath(__file__)), "FINDINGS.md")
+    findings = os.path.join(RESULTS, "FINDINGS.md")
     if os.path.isfile(findings):
         lines += ["## What the numbers say", "", f"[FINDINGS.md]({os.path.relpath(findings, out)}): what each "
                   f"benchmark and study measured and what it means, newest first."]
@@ -368,7 +370,9 @@ def render(out: str) -> None:
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("out", help="folder with results.json; RESULTS.md and the plots are written there")
+    parser.add_argument("out", nargs="?", default=RESULTS,
+                        help="folder with results.json; RESULTS.md and the plots are written there (default: "
+                             "benchmarks/results/)")
     render(parser.parse_args(argv).out)
 
 

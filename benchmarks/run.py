@@ -1,5 +1,5 @@
-"""Does adaptation happen, and what does it cost? Regenerates ``benchmarks/RESULTS.md``, ``results.json`` (with its
-``summary``) and the plots.
+"""Does adaptation happen, and what does it cost? Regenerates ``benchmarks/results/RESULTS.md``, ``results.json``
+(with its ``summary``; ``benchmarks/results.json`` links to it) and the plots.
 
     python -m benchmarks.run                      # full: 3 seeds, the U-Net path, speed (<= 90 min)
     python -m benchmarks.run --ablations all      # then: the ablations too (same work folder, finished runs reused)
@@ -8,10 +8,10 @@
 
 Everything runs through the stock nnU-Net commands (plan, train, predict) on the demo cohort in ``--work``
 (default ``work_dirs/benchmarks``), on the CPU U-Net preset ``MAPSegResEncPlansCPU`` (``--plans MAPSegPlansCPU``:
-the paper's network, which needs far longer budgets; ``benchmarks/learning_curve.md``). Budgets, seeds and
-ablation switches are plans variants (``mapseg_plans_variant``), so each model folder records what it was trained
-with. A finished training or prediction is not repeated when the command is run again (delete ``--work`` to start
-over).
+the paper's network, which needs far longer budgets; ``benchmarks/results/learning_curve/learning_curve.md``).
+Budgets, seeds and ablation switches are plans variants (``mapseg_plans_variant``), so each model folder records what
+it was trained with. A finished training or prediction is not repeated when the command is run again (delete
+``--work`` to start over).
 
 Rows of the quality table (summary keys with the backbone, e.g. ``uda_unet_cr``), each on the three targets'
 held-out test labels:
@@ -43,9 +43,7 @@ from .report import earlier_speed, write_report
 from .cohort import PLANNERS, UNET_PLANS
 from .runner import ABLATIONS, FULL, QUICK, Runner
 from .speed import measure_all
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
+from .study import REPO, RESULTS
 
 
 def main(argv=None) -> None:
@@ -53,7 +51,8 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="1 seed, tiny budgets (pipeline check, minutes)")
     parser.add_argument("--work", default=None, help="work folder. Default: work_dirs/benchmarks[_quick]")
     parser.add_argument("--out", default=None,
-                        help="where RESULTS.md and the plots go. Default: benchmarks/ (full), WORK/report (quick)")
+                        help="where RESULTS.md and the plots go. Default: benchmarks/results/ (full), WORK/report "
+                             "(quick)")
     parser.add_argument("--skip_speed", action="store_true",
                         help="no speed and memory measurements (the report keeps those an earlier run of the same "
                              "work folder wrote to --out)")
@@ -82,7 +81,7 @@ def main(argv=None) -> None:
         budget.ablations = names
     work = os.path.abspath(args.work or os.path.join(REPO, "work_dirs", "benchmarks_quick" if args.quick
                                                      else "benchmarks"))
-    out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else HERE))
+    out = os.path.abspath(args.out or (os.path.join(work, "report") if args.quick else RESULTS))
     os.makedirs(out, exist_ok=True)
     runner = Runner(work, budget, args.quick)
     command = "python -m benchmarks.run " + shlex.join(argv if argv is not None else sys.argv[1:])

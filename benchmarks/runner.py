@@ -13,6 +13,7 @@ from typing import Dict, List, Optional
 from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
 
 from .cohort import ORACLES, PLANNERS, SOURCE, STOCK_PLANS, TARGETS, UNET_PLANS
+from .study import save_result
 
 
 @dataclass
@@ -60,10 +61,10 @@ ABLATIONS = {
 }
 
 # 90 minutes on 2 cores for the main table (3 seeds, the U-Net path): 240 source iterations (the U-Net's pseudo Dice
-# plateau, benchmarks/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting and the iteration-matched control on
-# every seed; floor, oracle, the plain source-only model and test-time UDA on the first seed (80 min from scratch;
-# test-time UDA on every seed would add about 8). The ablations are a second invocation in the same work folder
-# (make benchmarks-ablations), which reuses every finished training and prediction.
+# plateau, benchmarks/results/learning_curve/learning_curve_MAPSegResEncPlansCPU.md) + 120 adapting and the
+# iteration-matched control on every seed; floor, oracle, the plain source-only model and test-time UDA on the first
+# seed (80 min from scratch; test-time UDA on every seed would add about 8). The ablations are a second invocation in
+# the same work folder (make benchmarks-ablations), which reuses every finished training and prediction.
 FULL = Budget(seeds=[0, 1, 2], epochs=6, iterations=40, adapt_epochs=3, tta_epochs=1, mae_epochs=3, fed_rounds=3,
               fed_iterations=10, reference_seeds=[0], speed_repeats=3)
 QUICK = Budget(seeds=[0], epochs=2, iterations=4, adapt_epochs=1, tta_epochs=1, mae_epochs=1, fed_rounds=1,
@@ -112,12 +113,8 @@ class Runner:
             raise SystemExit(f"ERROR: {' '.join(cmd)} failed ({proc.returncode}); log {log}:\n{tail}")
 
     def save_result(self, out: str, name: str, result: dict, write_markdown) -> None:
-        """A benchmark script's result: ``out/NAME.json`` and the report ``write_markdown(out, result)`` writes."""
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, name + ".json"), "w") as f:
-            json.dump(result, f, indent=1)
-        write_markdown(out, result)
-        self.say(f"done: {os.path.join(out, name + '.md')}")
+        """A study's result files (:func:`benchmarks.study.save_result`), announced with this runner's clock."""
+        save_result(out, name, result, write_markdown, say=self.say)
 
     def folder(self, dataset: int, sub: str = "nnUNet_raw") -> str:
         base = self.env[sub]

@@ -17,7 +17,17 @@ import numpy as np
 import torch
 
 from .cohort import PLANS, SOURCE, STOCK_PLANS, TARGETS
-from .network_cost import step_time as median_time  # median of timed calls after a warm-up
+
+
+def median_time(fn, repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one warm-up call."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return sorted(times)[len(times) // 2]
 
 
 def uda_trainer(plans: str = PLANS):

@@ -175,7 +175,8 @@ class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
     MRI, its CT scheme for CT, done by preprocessing into the plans' own data ``MAPSegResEncPlans_3d_fullres``) and
     the MAPSeg intensity step is off: on the demo cohort the same U-Net fits the source better on z-scored data
     than on MAPSeg's percentile scaling and transfers better to the other site and age
-    (``benchmarks/backbone_budget.md``). MAE pretraining then masks to 0, the foreground mean, as nnssl does."""
+    (``benchmarks/results/backbone_budget/backbone_budget.md``). MAE pretraining then masks to 0, the foreground
+    mean, as nnssl does."""
     default_plans_name = "MAPSegResEncPlans"
 
     def generate_data_identifier(self, configuration_name: str) -> str:
@@ -203,8 +204,8 @@ class MAPSegResEncPlanner(MAPSegPlanner, ResEncUNetPlanner):
 class MAPSegResEncPlannerCPU(MAPSegResEncPlanner):
     """:class:`MAPSegResEncPlanner` at the CPU preset's patch and batch (``MAPSegResEncPlansCPU``): demo, tests,
     benchmarks. Half nnU-Net's ResEnc width (16-128 features instead of 32-256 at this patch;
-    ``benchmarks/backbone_budget.md``): on 2 CPU cores an iteration costs a third, and per second of training the
-    narrower U-Net fits the source better."""
+    ``benchmarks/results/backbone_budget/backbone_budget.md``): on 2 CPU cores an iteration costs a third, and per
+    second of training the narrower U-Net fits the source better."""
     preset_name = "cpu"
     default_plans_name = "MAPSegResEncPlansCPU"
 

@@ -8,7 +8,7 @@ SOURCE=951
 # three targets (T2w, another site, a younger brain)
 TARGETS=${DEMO_TARGETS:-952}
 MAE_TRAINER=${DEMO_MAE_TRAINER:-nnUNetTrainerMAPSegMAE_demo}
-# the benchmark's configuration (benchmarks/RESULTS.md): contrast randomization of the source views (a teacher robust
+# the benchmark's configuration (benchmarks/results/RESULTS.md): contrast randomization of the source views (a teacher robust
 # to contrast) and hard masked pseudo-labels after a fitted warm-up (240 + 120 adapting iterations); its source-only
 # baseline trains the same 360 iterations without target terms (iteration-matched). The paper's configuration:
 # DEMO_TRAINER=nnUNetTrainerMAPSegUDA_demo DEMO_BASELINE=nnUNetTrainerMAPSegUDA_noMPL_demo make demo

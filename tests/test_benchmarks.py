@@ -136,7 +136,7 @@ def test_clean_statistics_replay_reproduces_the_clean_pass_and_changes_the_maske
     """The masked-input diagnostic's swap: replaying the clean views' InstanceNorm statistics on the clean views
     gives the network's own prediction; on masked views it gives something else than the masked prediction."""
     import torch
-    from benchmarks.masked_inputs import CleanStatistics, masked_with_clean_statistics
+    from benchmarks.studies.masked_inputs import CleanStatistics, masked_with_clean_statistics
     from test_glc_unet import RESENC, tiny_glc_unet
     torch.manual_seed(0)
     net = tiny_glc_unet(RESENC).eval()
@@ -190,7 +190,7 @@ def test_ablation_table_shows_each_class():
 
 def test_long_run_measures_how_far_weights_moved():
     import torch
-    from benchmarks.long_run import relative_distance
+    from benchmarks.studies.long_run import relative_distance
     start = {"w": torch.ones(4), "b": torch.zeros(2), "steps": torch.tensor(3)}
     moved = {"w": torch.ones(4) * 1.5, "b": torch.zeros(2), "steps": torch.tensor(9)}
     assert np.isclose(relative_distance(moved, start), 0.5)  # ||0.5 x 1_4|| / ||1_4||; integer buffers ignored
@@ -199,7 +199,7 @@ def test_long_run_measures_how_far_weights_moved():
 
 def test_contrast_randomization_curve_table_lists_each_checkpoint_in_order(tmp_path):
     from benchmarks.cohort import TARGETS
-    from benchmarks.contrast_randomization import write_markdown
+    from benchmarks.studies.contrast_randomization import write_markdown
 
     def scores(mean):
         per_class = {"1": mean - 1, "2": mean, "3": mean + 1}

@@ -1,6 +1,7 @@
 """Imports point one way: library -> nothing of the CLI, the trainers, planners, converters or benchmarks;
 inside the library, lower layers never import higher ones; trainers and planners -> library; CLI -> anything
-but the benchmarks. No module of the package imports itself through others (no import cycle)."""
+but the benchmarks; the benchmark harness -> never a study. No module of the package imports itself through others
+(no import cycle)."""
 import ast
 import os
 
@@ -69,6 +70,24 @@ def test_plugin_folders_import_the_library_only(folder):
     found = []
     for path in python_files(folder):
         found += violations_of(path, lambda module: not module.startswith(forbidden))
+    assert not found, "\n".join(found)
+
+
+def test_the_benchmark_harness_never_imports_a_study():
+    """benchmarks/*.py is the harness; the studies in benchmarks/studies/ use it, never the reverse."""
+    def imports_a_study(node) -> bool:
+        if isinstance(node, ast.ImportFrom) and node.level == 1:  # from .studies(.x) import y / from . import studies
+            return (node.module or "").split(".")[0] == "studies" or (
+                node.module is None and any(alias.name == "studies" for alias in node.names))
+        return False
+
+    found = []
+    for f in sorted(os.listdir(os.path.join(REPO, "benchmarks"))):
+        path = os.path.join(REPO, "benchmarks", f)
+        if f.endswith(".py"):
+            found += [f"benchmarks/{f} imports a study (line {node.lineno})"
+                      for node in ast.walk(ast.parse(open(path).read(), path)) if imports_a_study(node)]
+            found += violations_of(path, lambda module: not module.startswith("benchmarks.studies"))
     assert not found, "\n".join(found)
 
 

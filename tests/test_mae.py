@@ -30,7 +30,7 @@ def test_masked_mse_falls_and_global_reconstructions_beat_the_mean_on_demo_data(
     masked-voxel MSE falls; the global views' reconstructions beat the mean-intensity baseline (every masked voxel
     predicted as the mean of the sample's visible voxels). Local patches need longer (about 280 iterations at
     batch 4): the encoder's first GroupNorm(1, 1) z-normalises each input, so the network must infer a patch's
-    absolute intensity from its anatomy, which a 32^3 patch shows little of (benchmarks/FINDINGS.md)."""
+    absolute intensity from its anatomy, which a 32^3 patch shows little of (benchmarks/results/FINDINGS.md)."""
     root, env = demo_planned
     for key in ("nnUNet_raw", "nnUNet_preprocessed", "nnUNet_results", "nnUNet_n_proc_DA"):
         monkeypatch.setenv(key, env[key])

@@ -48,7 +48,7 @@ class nnUNetTrainerMAPSegBase(SplitCheck, PlansTrainerSettings, nnUNetTrainer):
         self.progress_interval_s = 60.0  # a progress line (iteration, it/s) this often within an epoch; 0: off
         # outside the case's foreground box every prediction is background (mapseg_nnunet.data.foreground_box);
         # oversample_foreground_percent (nnU-Net's name) is the share of local patches drawn inside that box, the
-        # others anywhere in the case (1 by default: benchmarks/whole_volume.md)
+        # others anywhere in the case (1 by default: benchmarks/results/whole_volume/whole_volume.md)
         self.outside_box_is_background = OUTSIDE_BOX_IS_BACKGROUND
         self.oversample_foreground_percent = BOX_PATCH_PROBABILITY
 

@@ -30,7 +30,7 @@ view come from the same transformed volume ``T`` and the box is exact:
 ``T`` is never computed as a whole: each output voxel maps back to the case
 (:class:`~mapseg_nnunet.data.sample_geometry.SampleTransform`; reads and resizes:
 :mod:`mapseg_nnunet.data.resizing`), so a sample costs what the patch and the global view cost, not the case's
-voxel count (issue #20; measured by ``python -m benchmarks.sampling_cost``). :class:`CaseSampler` reads a case
+voxel count (issue #20; measured by ``python -m benchmarks.studies.sampling_cost``). :class:`CaseSampler` reads a case
 once (intensity statistics, foreground box and hull, the case's values on the grid its unaugmented global view
 reads, a strided copy for the global view of affine samples); each sample then reads only the local patch's
 region of the case. Without an affine this equals the whole-case computation exactly (tested); after an affine

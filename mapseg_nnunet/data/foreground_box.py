@@ -37,8 +37,8 @@ from mapseg_nnunet.data.intensity import background_value
 OUTSIDE_BOX_IS_BACKGROUND = True
 # the MAPSeg trainers' default share of local patches inside the foreground box (trainer setting
 # ``oversample_foreground_percent``): all of them. Drawing a third anywhere in the case scored 2.1 Dice lower on
-# the whole-volume demo source, and the network alone still labelled the air (benchmarks/whole_volume.md); the
-# rule outside the box places the background
+# the whole-volume demo source, and the network alone still labelled the air
+# (benchmarks/results/whole_volume/whole_volume.md); the rule outside the box places the background
 BOX_PATCH_PROBABILITY = 1.0
 # logit margin written outside the box: softmax gives background probability 1 in float16 and float32
 BACKGROUND_LOGIT_MARGIN = 1e4

@@ -3,8 +3,8 @@ ReMixMatch, applied per case).
 
 Self-training on a shifted target lets a minority class collapse: the student under-predicts it on masked views,
 the EMA teacher follows, and its pseudo-labels then teach the student less of it (the demo's T2w CSF went
-23.4 -> 2.0 Dice; benchmarks/FINDINGS.md). Anatomy changes less across sequences and sites than contrast does, so
-the foreground class shares of the labeled source are a prior for the target's. With
+23.4 -> 2.0 Dice; benchmarks/results/FINDINGS.md). Anatomy changes less across sequences and sites than contrast
+does, so the foreground class shares of the labeled source are a prior for the target's. With
 ``pseudo_labeling.alignment = "source_shares"`` the teacher's probabilities on a target sample are multiplied per
 class by ``source share / teacher share`` (foreground classes; background keeps 1) before the argmax, where the
 teacher share is its expected foreground class share on the sample's **global view** (the whole case, so one
