@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from .cohort import ORACLES, PLANNERS, SOURCE, STOCK_PLANS, TARGETS, UNET_PLANS
 from .study import save_result

@@ -31,7 +31,7 @@ import argparse
 import copy
 import os
 
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
 from ..evaluation import dice_accuracy_cells, source_and_target_scores

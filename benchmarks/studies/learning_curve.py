@@ -24,7 +24,7 @@ import copy
 import json
 import os
 
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, PLANS, SHIFTS, SOURCE, STOCK_PLANS, TARGETS
 from ..evaluation import predict_and_score

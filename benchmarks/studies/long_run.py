@@ -31,7 +31,7 @@ from typing import Dict, List
 import numpy as np
 import torch
 
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
 from ..evaluation import predict_and_score

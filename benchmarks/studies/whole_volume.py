@@ -41,7 +41,7 @@ import SimpleITK as sitk
 from scipy import ndimage
 
 from mapseg_nnunet.data.foreground_box import foreground_box
-from mapseg_nnunet.trainers.uda import CONTRAST_RANDOMIZATION
+from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, LABELS, SOURCE
 from ..evaluation import case_metrics, predict_folder, validation_folders
