@@ -60,3 +60,19 @@ def source_with_target(planned_dataset):
     write_synthetic_dataset(env["nnUNet_raw"], 913, name="TargetC", labeled=False, seed=913)
     run(["mapseg_register_targets", "-s", "901", "-t", "913", "-p", "MAPSegPlansCPU", "--no_pbar"], env, cwd=root)
     return root, env
+
+
+MAPSEG_SMOKE = "nnUNetTrainerMAPSegUDA_smoke"
+
+
+@pytest.fixture(scope="session")
+def trained_mapseg_smoke(planned_dataset):
+    """``nnUNetv2_train 901 3d_fullres 0 -tr nnUNetTrainerMAPSegUDA_smoke -p MAPSegPlansCPU`` (stock command,
+    trained once per session, when missing); returns ``(root, env, fold folder)``."""
+    root, env = planned_dataset
+    fold = os.path.join(env["nnUNet_results"], "Dataset901_Synthetic", f"{MAPSEG_SMOKE}__MAPSegPlansCPU__3d_fullres",
+                        "fold_0")
+    if not os.path.isfile(os.path.join(fold, "checkpoint_final.pth")):
+        run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", MAPSEG_SMOKE, "-p", "MAPSegPlansCPU", "-device",
+             "cpu"], env, cwd=root)
+    return root, env, fold

@@ -40,12 +40,9 @@ p.predict_from_files('{inp}', '{api}', num_processes_preprocessing=1, num_proces
         assert np.array_equal(pred, sitk.GetArrayFromImage(sitk.ReadImage(str(api / f"{case}.nii.gz"))))
 
 
-def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
-    root, env = planned_dataset
+def test_train_validate_predict_with_mapseg_plans(trained_mapseg_smoke, tmp_path):
+    root, env, fold = trained_mapseg_smoke  # nnUNetv2_train, as a shared session fixture
     trainer = "nnUNetTrainerMAPSegUDA_smoke"
-    run(["nnUNetv2_train", "901", "3d_fullres", "0", "-tr", trainer, "-p", "MAPSegPlansCPU", "-device", "cpu"],
-        env, cwd=root)
-    fold = os.path.join(env["nnUNet_results"], RESULTS, f"{trainer}__MAPSegPlansCPU__3d_fullres", "fold_0")
     ckpt = torch.load(os.path.join(fold, "checkpoint_final.pth"), map_location="cpu", weights_only=False)
     assert ckpt["trainer_name"] == trainer and ckpt["current_epoch"] == 2
     assert any(k.startswith("decoder.seg_layers.") for k in ckpt["network_weights"])
@@ -56,11 +53,11 @@ def test_train_validate_predict_with_mapseg_plans(planned_dataset, tmp_path):
     _predict_and_check(root, env, trainer, "MAPSegPlansCPU", tmp_path)
 
 
-def test_predictor_hook_is_glc_on_the_normalised_case(planned_dataset):
+def test_predictor_hook_is_glc_on_the_normalised_case(trained_mapseg_smoke):
     """nnUNetPredictor (Python API) on a MAPSeg model == MAPSeg normalisation + the library's GLC sliding window
     (itself tested against a plain reimplementation), with nnU-Net's Gaussian weighting and mirroring; a fold
     ensemble normalises the case once; and different from nnU-Net's own patch-wise sliding window."""
-    root, env = planned_dataset
+    root, env, _ = trained_mapseg_smoke
     code = r"""
 import os, numpy as np, torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
