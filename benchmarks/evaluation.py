@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from .cohort import LABELS, SOURCE, TARGETS
+from .paired import ABLATION_PREFIX
 
 
 def case_metrics(prediction_file: str, reference_file: str, labels=LABELS) -> Dict[int, dict]:
@@ -124,9 +125,12 @@ PER_TARGET_METHODS = ("oracle", "tta_cr")
 SOURCE_METHODS = ("source_only", "source_only_cr", "uda_cr")
 
 
-def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], ablations: Dict[str, str]) -> dict:
+def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str],
+                 ablations: Dict[int, Dict[str, str]]) -> dict:
     """{'quality': {seed: {method: {target: scores}}}, 'source': {seed: {method: scores}}, 'ablations':
-    {name: {target: scores}}, 'selection': [per-epoch records of the first seed's UDA run] or None}."""
+    {name: {target: scores}} (the first seed that ran them), 'selection': [per-epoch records of the first seed's UDA
+    run] or None}. ``ablations``: {seed: {name: model folder}}; each also enters that seed's quality row as
+    ``ablation/<name>`` (:data:`ABLATION_PREFIX`), for the paired intervals."""
     predictions = os.path.join(runner.work, "predictions")
     targets = {t: (os.path.join(runner.folder(t), "imagesTs"), os.path.join(runner.folder(t), "labelsTs"))
                for t in TARGETS}
@@ -157,8 +161,14 @@ def evaluate_all(runner, seeds: Dict[int, Dict[str, str]], fed: Optional[str], a
     first = min(seeds)
     if fed:
         results["quality"][first]["fed_cr"] = on_targets(fed, f"s{first}/fed_cr")
-    for name, folder in ablations.items():
-        results["ablations"][name] = on_targets(folder, f"ablation/{name.replace(' ', '_')}")
+    for seed in sorted(ablations):
+        for name, folder in ablations[seed].items():
+            # the first seed's predictions keep the folder earlier runs cached them in
+            where = f"ablation/{name.replace(' ', '_')}" if seed == first else \
+                f"s{seed}/ablation/{name.replace(' ', '_')}"
+            scores = on_targets(folder, where)
+            results["quality"].setdefault(seed, {})[ABLATION_PREFIX + name] = scores
+            results["ablations"].setdefault(name, scores)
     uda = seeds[first]["uda_cr"]
     epochs = sorted(f for f in os.listdir(os.path.join(uda, "fold_0")) if f.startswith("checkpoint_epoch_"))
     if epochs:

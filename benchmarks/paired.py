@@ -13,8 +13,10 @@ from mapseg_nnunet.evaluation.paired import FEW_CASES, LEVEL, RESAMPLES, bootstr
 BEST = "best"  # in COMPARISONS: the method of BEST_CANDIDATES with the highest mean per-case Dice on the shift
 BEST_CANDIDATES = ("source_only", "source_only_cr", "source_only_cr_matched", "uda_cr", "tta_cr", "fed_cr")
 # comparison name -> (method, reference); each difference is method - reference
+MATCHED_CONTROL = "source_only_cr_matched"  # the teacher continued for UDA's adapting iterations, no target terms
+ABLATION_PREFIX = "ablation/"  # quality rows of the ablations (benchmarks.evaluation)
 COMPARISONS: Dict[str, Tuple[str, str]] = {
-    "uda-vs-matched_control": ("uda_cr", "source_only_cr_matched"),
+    "uda-vs-matched_control": ("uda_cr", MATCHED_CONTROL),
     "uda-vs-teacher": ("uda_cr", "source_only_cr"),
     "tta-vs-teacher": ("tta_cr", "source_only_cr"),
     "fed-vs-uda": ("fed_cr", "uda_cr"),
@@ -67,12 +69,20 @@ def best_method(quality: dict, target: str) -> str | None:
     return max(means, key=means.get) if means else None
 
 
+def comparisons(quality: dict) -> Dict[str, Tuple[str, str]]:
+    """:data:`COMPARISONS`, then each ablation of ``quality`` (rows ``ablation/<name>``) against the
+    iteration-matched control: ``"<name>-vs-matched_control"``."""
+    ablations = sorted({m for row in quality.values() for m in row if m.startswith(ABLATION_PREFIX)})
+    return {**COMPARISONS, **{f"{m[len(ABLATION_PREFIX):]}-vs-matched_control": (m, MATCHED_CONTROL)
+                              for m in ablations}}
+
+
 def paired_table(quality: dict, targets: Dict[str, str]) -> Dict[str, Dict[str, dict]]:
     """``{comparison: {shift: {"mean", "ci95", "n"}}}`` (:func:`bootstrap_interval`; best-vs-floor adds the best
-    ``"method"``) for :data:`COMPARISONS` on ``targets`` (``{target id: shift name}``), shifts without data left
+    ``"method"``) for :func:`comparisons` on ``targets`` (``{target id: shift name}``), shifts without data left
     out."""
     out: Dict[str, Dict[str, dict]] = {}
-    for name, (method, reference) in COMPARISONS.items():
+    for name, (method, reference) in comparisons(quality).items():
         for target, shift in targets.items():
             chosen = best_method(quality, target) if method == BEST else method
             differences = paired_differences(quality, chosen, reference, target) if chosen else {}

@@ -200,9 +200,10 @@ def ablation_table(results: dict, targets: Dict[str, str]) -> List[str]:
         return " | ".join(f"{scores[t]['mean']:.1f} ({' / '.join(f'{v:.0f}' for v in scores[t]['classes'].values())})"
                           if t in scores else "n/a" for t in targets)
 
-    lines = ["First seed only; each variant changes one thing of the full method and continues the same kind of "
-             "source-only model for the same adapting iterations; mean foreground Dice (%) on the test labels, per "
-             "class in parentheses (labels 1 / 2 / ...).", "",
+    lines = ["The first seed that ran them (with --ablation_seeds, the paired rows of section 2b cover every seed); "
+             "each variant changes one thing of the full method and continues the same kind of source-only model "
+             "for the same adapting iterations; mean foreground Dice (%) on the test labels, per class in "
+             "parentheses (labels 1 / 2 / ...).", "",
              "| variant | " + " | ".join(targets.values()) + " |", "|---|" + "---|" * len(targets)]
     lines.append("| full method (MAE + contrast-randomized teacher + GLC + hard MPL, mask 0.7, cube 8) | " +
                  cells(first["uda_cr"]) + " |")

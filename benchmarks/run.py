@@ -61,6 +61,9 @@ def main(argv=None) -> None:
     parser.add_argument("--ablations", nargs="*", default=None,
                         help="run these ablations by name, or 'all' (default: the budget's; none for the full run): "
                              + "; ".join(ABLATIONS))
+    parser.add_argument("--ablation_seeds", type=int, nargs="+", default=None,
+                        help="run the ablations on these seeds (default: the first); with several, each gets a "
+                             "paired interval against the iteration-matched control")
     parser.add_argument("--selection", action="store_true",
                         help="also the label-free selection check: the first seed's UDA keeps a checkpoint per epoch "
                              "and each is scored on every target's test cases (about 10 min more)")
@@ -73,6 +76,8 @@ def main(argv=None) -> None:
     if args.plans is not None:
         budget.plans = args.plans
     budget.selection = budget.selection or args.selection
+    if args.ablation_seeds is not None:
+        budget.ablation_seeds = args.ablation_seeds
     if args.ablations is not None:
         names = list(ABLATIONS) if args.ablations == ["all"] else args.ablations
         unknown = set(names) - set(ABLATIONS)
@@ -90,7 +95,8 @@ def main(argv=None) -> None:
     maes = {seed: runner.mae(seed) for seed in budget.seeds}
     seeds = {seed: runner.seed_runs(seed, maes[seed]) for seed in budget.seeds}
     fed = runner.federated(budget.seeds[0], seeds[budget.seeds[0]]["source_only_cr"])
-    ablations = runner.ablations(maes[budget.seeds[0]], seeds[budget.seeds[0]], budget.ablations)
+    ablations = {seed: runner.ablations(maes[seed], seeds[seed], budget.ablations, seed)
+                 for seed in budget.ablation_seed_list()}
     runner.say("prediction and evaluation of every model on the targets' test labels")
     start = time.time()
     results = evaluate_all(runner, seeds, fed, ablations)

@@ -38,6 +38,12 @@ class Budget:
     speed_repeats: int = 5
     # seeds of floor, oracle, plain source-only and test-time UDA (default: all seeds)
     reference_seeds: Optional[List[int]] = None
+    # seeds the ablations run on (default: the first seed); on several seeds each ablation gets a paired interval
+    # against the iteration-matched control in results.json's ``paired`` (the candidates of a method change)
+    ablation_seeds: Optional[List[int]] = None
+
+    def ablation_seed_list(self) -> List[int]:
+        return self.seeds[:1] if self.ablation_seeds is None else [s for s in self.seeds if s in self.ablation_seeds]
 
     def is_reference(self, seed: int) -> bool:
         """Whether ``seed`` runs the reference models and test-time UDA."""
@@ -329,9 +335,8 @@ class Runner:
                                  "--workdir", os.path.join(self.work, "federation")])
         return folder
 
-    def ablations(self, mae: str, seed_models: Dict[str, str], names: List[str]) -> Dict[str, str]:
-        """The ``names`` of :data:`ABLATIONS` on the first seed (``seed_models``: that seed's models)."""
-        seed = self.budget.seeds[0]
+    def ablations(self, mae: str, seed_models: Dict[str, str], names: List[str], seed: int) -> Dict[str, str]:
+        """The ``names`` of :data:`ABLATIONS` on ``seed`` (``seed_models``: that seed's models, ``mae`` its MAE)."""
         teachers = {"cr": lambda: seed_models["source_only_cr"],
                     "plain": lambda: seed_models.get("source_only") or self.source_only(seed, mae, False),
                     "cr_scratch": lambda: self.source_only(seed, None, True, tag="_scratch")}

@@ -117,3 +117,17 @@ def test_render_writes_paired_and_keeps_summary(tmp_path):
     text = open(tmp_path / "RESULTS.md").read()
     assert text.index("## 2. The goal") < text.index("## 2b. Paired differences") < text.index("## 3. Test-time")
     assert "| uda-vs-teacher | cross-sequence (T2w) | +5.0 |" in text
+
+
+def test_each_ablation_on_several_seeds_gets_a_paired_row_against_the_matched_control():
+    quality = _quality()
+    for seed, row in quality.items():  # an ablation 3 points above the control on every case of every seed
+        control = row["source_only_cr_matched"]["952"]["cases"]
+        above = np.array([100 * c["1"] + 3 for c in control.values()])
+        row["ablation/mask ratio 0.5"] = {t: _scores(above) for t in TARGETS}
+    paired = paired_table(quality, TARGETS)
+    entry = paired["mask ratio 0.5-vs-matched_control"]["cross-sequence (T2w)"]
+    assert math.isclose(entry["mean"], 3.0, rel_tol=1e-9) and entry["n"] == 3 * len(CASES)
+    assert verdict(entry) == "better"
+    assert "uda-vs-matched_control" in paired  # the fixed comparisons stay
+    assert not any(name.startswith("mask ratio") for name in paired_table(_quality(), TARGETS))
