@@ -62,6 +62,11 @@ ABLATIONS = {
     "class-share-aligned pseudo-labels": {"teacher": "cr", "settings": {"pseudo_labeling.alignment": "source_shares"}},
     # the paper's EMA (0.999) moves the teacher 11 % of the way to the student over 120 adapting steps; 0.99: 70 %
     "EMA 0.99 (a teacher that follows)": {"teacher": "cr", "settings": {"ema_schedule": "small"}},
+    # the target terms at full weight from the first adapting step, or ramped up (mean teacher) over half of them
+    "target ramp-up over 60 iterations": {"teacher": "cr", "settings": {"target_rampup_iterations": 60}},
+    # the reference code's adaptation step keeps only the masked source pass
+    "masked source pass only while adapting": {"teacher": "cr",
+                                               "settings": {"loss_weights.source_unmasked_after_warmup": False}},
     "mask ratio 0.5": {"teacher": "cr", "settings": {"masking.ratio": 0.5}},
     "cube 4": {"teacher": "cr", "settings": {"masking.local_cube": 4}},
 }

@@ -60,7 +60,8 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     variant = "MAPSegPlansCPU_settingsTest"
     run(["mapseg_plans_variant", "-d", "901", "-p", "MAPSegPlansCPU", "-o", variant, "--set", "masking.ratio=0.5",
          "masking.local_cube=4", "num_epochs=1", "warmup_iterations=2", "seed=3",
-         "pseudo_labeling.alignment=source_shares"], env, cwd=root)
+         "pseudo_labeling.alignment=source_shares", "target_rampup_iterations=2",
+         "loss_weights.source_unmasked_after_warmup=false"], env, cwd=root)
     plans = json.load(open(glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*" / f"{variant}.json"))[0]))
     config = plans["configurations"]["3d_fullres"]
     assert plans["plans_name"] == variant and config["data_identifier"] == "MAPSegPlansCPU_3d_fullres"
@@ -77,6 +78,8 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     assert "UDA targets" in log and "Dataset913_TargetC" in log  # targets registered with the shared data
     assert "Epoch 0" in log and "Epoch 1" not in log  # num_epochs = 1 instead of the smoke variant's 2
     assert "Adaptation: 2 of 4 iterations trained the target terms" in log and "never adapts" not in log
+    assert ("Iteration 2: warm-up done, EMA teacher initialised from the student; target terms ramped up over 2 "
+            "iterations; source terms on the masked view only") in log
     # class-share alignment: the source shares counted from the fold's training labels, the epoch's pseudo-labels
     from nnunetv2.training.dataloading.nnunet_dataset import infer_dataset_class
     folder = glob.glob(str(root / "nnUNet_preprocessed" / "Dataset901_*"))[0]

@@ -46,6 +46,18 @@ def test_source_loss_is_eq9(setting):
     assert parts["source_seg_masked"] == pytest.approx(seg.item(), rel=1e-5)
     masked_total, _ = source_loss(net, loss, b, w, MaskingSettings(ratio=0.7))
     assert not torch.isclose(masked_total, total)
+    # the reference's adaptation step: the masked view's terms only (half of the ratio-0 total above)
+    only_masked, parts = source_loss(net, loss, b, w, MaskingSettings(ratio=0.0), unmasked=False)
+    torch.testing.assert_close(only_masked, expected / 2)
+    assert "source_seg_unmasked" not in parts and "source_seg_masked" in parts
+
+
+def test_target_terms_ramp_up_after_the_hand_over():
+    from mapseg_nnunet.training.schedules import sigmoid_rampup
+    assert sigmoid_rampup(0, 0) == 1.0 and sigmoid_rampup(50, 0) == 1.0  # the paper: full weight at once
+    weights = [sigmoid_rampup(step, 100) for step in range(0, 121, 10)]
+    assert weights[0] == pytest.approx(math.exp(-5)) and weights[5] == pytest.approx(math.exp(-1.25))
+    assert all(a < b for a, b in zip(weights[:10], weights[1:11])) and weights[10:] == [1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("self_supervised", [False, True])

@@ -27,7 +27,7 @@ from mapseg_nnunet.method.masking import MaskingSettings
 from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selection_score
 from mapseg_nnunet.method.teacher import ema_alpha, ema_update, make_teacher
 from mapseg_nnunet.trainers.base import nnUNetTrainerMAPSegBase
-from mapseg_nnunet.training.schedules import CosineWarmRestartsLR, never_adapts_warning
+from mapseg_nnunet.training.schedules import CosineWarmRestartsLR, never_adapts_warning, sigmoid_rampup
 from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION, UDA_DEMO, UDA_DEMO_FITTED_TEACHER, UDA_SMOKE
 
 
@@ -53,6 +53,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.source_intensity = IntensityAugmentation()
         self.target_student_intensity = IntensityAugmentation()
         self.ema_schedule = "large"  # 'small' when the MAE saw only dozens of scans
+        self.target_rampup_iterations = 0  # > 0: the target terms' weight ramps up (mean teacher) after the hand-over
         self.teacher_dropout = False  # the reference leaves dropout on; we use the deterministic teacher
         self.predict_with = "student"  # which network nnUNetv2_predict uses (reference: student)
         self.inference_allowed_mirroring_axes = None  # trained without flips: no test-time mirroring by default
@@ -140,12 +141,16 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
             self.iteration >= self.warmup_iterations
         if adapt and self.teacher is None:
             self.teacher = make_teacher(self.network)
-            self.print_to_log_file(f"Iteration {self.iteration}: warm-up done, EMA teacher initialised from the "
-                                   f"student")
+            self.print_to_log_file(
+                f"Iteration {self.iteration}: warm-up done, EMA teacher initialised from the student" +
+                (f"; target terms ramped up over {self.target_rampup_iterations} iterations"
+                 if self.target_rampup_iterations > 0 else "") +
+                ("" if self.loss_weights.source_unmasked_after_warmup else "; source terms on the masked view only"))
 
         def compute_loss():
             loss, _ = source_loss(self.network, self._seg_loss, self.batch_to_device(batch["source"]),
-                                  self.loss_weights, self.masking)
+                                  self.loss_weights, self.masking,
+                                  unmasked=not adapt or self.loss_weights.source_unmasked_after_warmup)
             if adapt:
                 self.teacher.train(self.teacher_dropout)
                 t_loss, t_parts = target_loss(self.network, self.teacher, self._seg_loss,
@@ -153,7 +158,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                               pseudo_labeling=self.pseudo_labeling,
                                               source_shares=self.source_class_shares,
                                               outside_box_is_background=self.outside_box_is_background)
-                loss = loss + t_loss
+                loss = loss + sigmoid_rampup(self.teacher_steps, self.target_rampup_iterations) * t_loss
                 self._record_pseudo_labels(t_parts)
             return (loss,)
 

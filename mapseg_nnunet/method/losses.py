@@ -53,6 +53,9 @@ class MAPSegLossWeights:
     delta: float = 0.025
     use_glc: bool = True     # ablation: without GLC the global terms vanish and the local patch is its own context
     use_mpl: bool = True     # ablation: without MPL no target terms (source-only with masking)
+    # once adapting, the source terms on the unmasked view too (this project) or the masked view only (the reference
+    # code's adaptation step)
+    source_unmasked_after_warmup: bool = True
 
 
 @dataclass
@@ -87,13 +90,15 @@ def _forward(network: nn.Module, x: torch.Tensor, g: torch.Tensor, boxes: torch.
 
 
 def source_loss(student: nn.Module, seg_loss: Callable, batch: Dict[str, torch.Tensor], w: MAPSegLossWeights,
-                masking: MaskingSettings) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """Eq. 9 on a labeled batch (``data``, ``global``, ``box``, ``target``, ``global_target``)."""
+                masking: MaskingSettings, unmasked: bool = True) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """Eq. 9 on a labeled batch (``data``, ``global``, ``box``, ``target``, ``global_target``); ``unmasked=False``:
+    the masked view's terms only."""
     x, g, boxes = batch["data"], batch["global"], batch["box"]
     y, Y = batch["target"], batch["global_target"]
     xm, gm = masking.masked(x, g)
     total, parts = 0.0, {}
-    for name, (xi, gi) in (("unmasked", (x, g)), ("masked", (xm, gm))):
+    views = (("unmasked", (x, g)), ("masked", (xm, gm))) if unmasked else (("masked", (xm, gm)),)
+    for name, (xi, gi) in views:
         out = _forward(student, xi, gi, boxes, w.use_glc)
         seg = seg_loss(out["logits"], y)
         total = total + w.beta * seg

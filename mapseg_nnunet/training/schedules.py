@@ -111,6 +111,16 @@ class FixedLR:
         pass
 
 
+def sigmoid_rampup(step: int, length: int) -> float:
+    """Weight of the target terms ``step`` iterations after the hand-over: the mean-teacher ramp-up
+    ``exp(-5 (1 - t)^2)``, ``t = step / length`` clipped to [0, 1]; 1 throughout when ``length`` <= 0 (the paper:
+    full weight from the first adapting step)."""
+    if length <= 0:
+        return 1.0
+    t = min(max(step / length, 0.0), 1.0)
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
 def never_adapts_warning(warmup_iterations: int, num_epochs: int, num_iterations_per_epoch: int) -> Optional[str]:
     """The warning a UDA run logs at its start when its warm-up covers its whole budget (so it trains the source
     terms only, whatever its name says); None when it adapts."""
