@@ -2,6 +2,7 @@
 cohort in a work folder, each command's output in ``WORK/logs`` and its wall time in ``WORK/timings.json``."""
 from __future__ import annotations
 
+import copy
 import json
 import os
 import subprocess
@@ -104,6 +105,15 @@ class Runner:
         self.timings_file = os.path.join(work, "timings.json")  # wall time of every command, across re-runs
         self.timings: Dict[str, float] = json.load(open(self.timings_file)) if os.path.isfile(self.timings_file) \
             else {}
+
+    @classmethod
+    def for_study(cls, work: str, plans: Optional[str] = None) -> "Runner":
+        """A study's runner on the full budget in ``work``: the demo cohort set up and ``plans`` (default: the
+        budget's) planned."""
+        runner = cls(os.path.abspath(work), copy.deepcopy(FULL), quick=False)
+        runner.setup()
+        runner.plan(plans or runner.budget.plans)
+        return runner
 
     # ---- plumbing
     def say(self, message: str) -> None:

@@ -28,14 +28,13 @@ folder and cohort are the benchmarks' (``work_dirs/benchmarks``); finished train
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 
 from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
 from ..evaluation import dice_accuracy_cells, source_and_target_scores
-from ..runner import FULL, Runner
+from ..runner import Runner
 from ..study import add_plans, add_seed, add_work_and_out, command_line
 
 CONFIGURATIONS = {
@@ -58,9 +57,7 @@ def main(argv=None) -> None:
                         help="also score every N-th epoch checkpoint (a learning curve; 0: the final model only)")
     add_work_and_out(parser, "contrast_randomization")
     args = parser.parse_args(argv)
-    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
-    runner.setup()
-    runner.plan(args.plans)
+    runner = Runner.for_study(args.work, args.plans)
     results = {}
     for name in args.configurations:
         curve = {"keep_epoch_checkpoints": True} if args.eval_every else {}

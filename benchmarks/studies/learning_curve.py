@@ -20,7 +20,6 @@ training is reused.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 
@@ -49,10 +48,8 @@ def main(argv=None) -> None:
                              "Dice plateau?")
     add_work_and_out(parser, "learning_curve")
     args = parser.parse_args(argv)
-    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    runner = Runner.for_study(args.work, args.plans)
     runner.budget.plans = args.plans  # the MAE encoder is pretrained on the same plans
-    runner.setup()
-    runner.plan(args.plans)
     mae = None if args.no_mae else runner.mae(args.seed)
     cr = "_cr" if args.contrast_randomization else ""
     suffix = ("" if args.plans == PLANS else f"_{args.plans}") + cr

@@ -24,7 +24,6 @@ defaults take about three hours (most of it predicting 48 test cases per checkpo
 from __future__ import annotations
 
 import argparse
-import copy
 import os
 from typing import Dict, List
 
@@ -35,7 +34,7 @@ from mapseg_nnunet.training.variants import CONTRAST_RANDOMIZATION
 
 from ..cohort import CLASS_NAMES, SHIFTS, SOURCE, TARGETS
 from ..evaluation import predict_and_score
-from ..runner import FULL, Runner
+from ..runner import Runner
 from ..study import add_seed, add_work_and_out, command_line
 
 
@@ -102,10 +101,8 @@ def main(argv=None) -> None:
     for name in ("teacher_iterations", "adapt_iterations"):
         if getattr(args, name) % args.every:
             parser.error(f"--{name} ({getattr(args, name)}) must be a multiple of --every ({args.every})")
-    runner = Runner(os.path.abspath(args.work), copy.deepcopy(FULL), quick=False)
+    runner = Runner.for_study(args.work)
     b = runner.budget
-    runner.setup()
-    runner.plan(b.plans)
     mae = runner.mae(args.seed)
     teacher_epochs, adapt_epochs = args.teacher_iterations // args.every, args.adapt_iterations // args.every
     per_epoch = {"num_iterations_per_epoch": args.every, "keep_epoch_checkpoints": True}
