@@ -89,7 +89,7 @@ def write_markdown(out: str, r: dict) -> None:
              f"Command: `{r['command'].strip()}`: `nnUNetTrainerMAPSegUDA_noMPL` on `{r['plans']}`, "
              f"{r['iterations']} iterations, seed {r['seed']}, no MAE initialisation; one seed, so differences of a "
              f"few Dice points are within seed noise.", "",
-             f"Dice %: mean of {classes} (per class in contrast_randomization.json); accuracy %: voxel accuracy "
+             f"Dice %: mean of {classes} (per class in the .json beside this file); accuracy %: voxel accuracy "
              f"inside the brain (label > 0), i.e. how often the teacher's pseudo-label would be right.", "",
              "| configuration | source val Dice | " +
              " | ".join(f"{SHIFTS[t]} Dice / accuracy" for t in TARGETS) + " |",
