@@ -8,7 +8,8 @@ from typing import Dict, List, Tuple
 
 import numpy as np
 
-from mapseg_nnunet.evaluation.paired import FEW_CASES, LEVEL, RESAMPLES, bootstrap_interval, verdict
+from mapseg_nnunet.evaluation.paired import (FEW_CASES, LEVEL, RESAMPLES, bootstrap_interval,
+                                           mean_foreground_dice, verdict)
 
 BEST = "best"  # in COMPARISONS: the method of BEST_CANDIDATES with the highest mean per-case Dice on the shift
 BEST_CANDIDATES = ("source_only", "source_only_cr", "source_only_cr_matched", "uda_cr", "tta_cr", "fed_cr")
@@ -26,11 +27,7 @@ COMPARISONS: Dict[str, Tuple[str, str]] = {
 def case_values(scores: dict) -> Dict[str, float]:
     """Per-case Dice (%) of one method on one target: ``{case file name: mean over its foreground classes}``, NaN
     classes (absent from prediction and reference) skipped; NaN when every class is. Empty without ``cases``."""
-    out = {}
-    for case, classes in scores.get("cases", {}).items():
-        values = np.array([np.nan if v is None else v for v in classes.values()], dtype=float)
-        out[case] = float(100 * values[~np.isnan(values)].mean()) if (~np.isnan(values)).any() else float("nan")
-    return out
+    return {case: mean_foreground_dice(classes.values()) for case, classes in scores.get("cases", {}).items()}
 
 
 def paired_differences(quality: dict, method: str, reference: str, target: str) -> Dict[str, np.ndarray]:

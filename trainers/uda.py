@@ -285,8 +285,6 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.epochs_without_improvement = extra["epochs_without_improvement"]
 
 
-
-
 class nnUNetTrainerMAPSegUDA_noGLC(nnUNetTrainerMAPSegUDA):
     """Ablation (paper Table 5): no global view, no global terms; training and prediction on local patches."""
     trainer_settings = {"loss_weights.use_glc": False}

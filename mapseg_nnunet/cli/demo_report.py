@@ -19,7 +19,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from mapseg_nnunet.evaluation.paired import FEW_CASES, bootstrap_interval, verdict
+from mapseg_nnunet.evaluation.paired import FEW_CASES, bootstrap_interval, mean_foreground_dice, verdict
 
 def foreground_labels(folder: str) -> Dict[str, int]:
     """``{name: value}`` of the foreground labels in the ``dataset.json`` nnUNetv2_predict writes next to its
@@ -46,12 +46,9 @@ def case_dice(folder: str) -> Dict[str, float]:
     prediction and reference, NaN in nnU-Net's evaluation, skipped)."""
     summary = json.load(open(os.path.join(folder, "summary.json")))
     labels = [str(v) for v in foreground_labels(folder).values()]
-    out = {}
-    for case in summary["metric_per_case"]:
-        values = np.array([case["metrics"][label]["Dice"] for label in labels], dtype=float)
-        out[os.path.basename(case["reference_file"])] = float(100 * np.nanmean(values)) \
-            if (~np.isnan(values)).any() else float("nan")
-    return out
+    return {os.path.basename(case["reference_file"]): mean_foreground_dice(case["metrics"][label]["Dice"]
+                                                                            for label in labels)
+            for case in summary["metric_per_case"]}
 
 
 def paired_difference(first: str, last: str) -> dict:

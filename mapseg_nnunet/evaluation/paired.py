@@ -12,6 +12,14 @@ RESAMPLES, LEVEL = 10000, 0.95
 FEW_CASES = 10
 
 
+def mean_foreground_dice(class_dice) -> float:
+    """One case's mean foreground Dice in percent from its per-class Dice (fractions, as nnU-Net's evaluation
+    writes them): classes that are NaN or None (absent from prediction and reference) skipped; NaN when all are."""
+    values = np.array([np.nan if v is None else v for v in class_dice], dtype=float)
+    kept = values[~np.isnan(values)]
+    return float(100 * kept.mean()) if kept.size else float("nan")
+
+
 def bootstrap_interval(differences: Dict[str, np.ndarray], resamples: int = RESAMPLES, level: float = LEVEL,
                        seed: int = 0) -> dict:
     """``{"mean", "ci95": [lo, hi], "n"}`` of ``{seed: per-case differences}``: the plain mean of all differences,
