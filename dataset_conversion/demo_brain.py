@@ -300,7 +300,8 @@ def generate_demo_cohort(raw: str, dataset_ids: Sequence[int] = DEFAULT_IDS, see
     return written
 
 
-def main(argv=None) -> None:
+def parse_arguments(argv=None) -> argparse.Namespace:
+    """The command line, checked (:func:`check_options`) before anything is generated."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-d", nargs=4, type=int, default=list(DEFAULT_IDS),
                         help="dataset ids: source, T2w target, site target, age target. Default: 951 952 953 954")
@@ -311,6 +312,15 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--overwrite", action="store_true", help="replace existing demo datasets")
     args = parser.parse_args(argv)
+    try:
+        check_options(args.d, args.seed, DEFAULT_COUNTS, args.oracle_ids)
+    except ValueError as e:
+        parser.error(str(e))
+    return args
+
+
+def main(argv=None) -> None:
+    args = parse_arguments(argv)
     raw = args.o
     if raw is None:
         from nnunetv2.paths import nnUNet_raw

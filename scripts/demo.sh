@@ -21,7 +21,8 @@ PLANNER=${DEMO_PLANNER:-MAPSegResEncPlannerCPU}
 PLANS=${PLANNER/Planner/Plans}
 
 echo "== demo cohort: MNI ICBM152 anatomy; T1w source, targets ${TARGETS} (952 T2w, 953 other site, 954 younger brain)"
-python -m mapseg_nnunet.dataset_conversion.demo_brain -d ${SOURCE} ${TARGETS} --overwrite
+# the whole cohort (the source and its three targets, in their fixed roles; seconds); the steps below use ${TARGETS}
+python -m mapseg_nnunet.dataset_conversion.demo_brain -d ${SOURCE} 952 953 954 --overwrite
 echo "== set-up check"
 mapseg_nnunet doctor
 echo "== plan + preprocess the source (${PLANNER} -> plans ${PLANS})"
