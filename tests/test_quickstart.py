@@ -64,3 +64,25 @@ def test_readme_cpu_quickstart_runs_as_written(tmp_path):
     log = next((tmp_path / "nnUNet_results" / "Dataset001_X" / "nnUNetTrainerMAPSegUDA__MAPSegPlansCPU_uda__3d_fullres"
                 / "fold_all").glob("training_log_*.txt")).read_text()
     assert "Adaptation: 1 of 2 iterations trained the target terms" in log and "never adapts" not in log
+
+
+def _script_arguments(script: str, module: str, env: dict) -> list:
+    """The arguments ``scripts/<script>`` passes to ``python -m <module>``, expanded by bash with the script's
+    variable defaults (and ``env``)."""
+    lines = open(os.path.join(REPO, "scripts", script)).read().splitlines()
+    call = next(i for i, line in enumerate(lines) if line.startswith(f"python -m {module} "))
+    assignments = [line for line in lines[:call] if re.match(r"^[A-Z_]+=", line)]
+    expand = "\n".join(assignments + [f"set -- {lines[call][len(f'python -m {module} '):]}", 'printf "%s\\n" "$@"'])
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", expand], env={**os.environ, **env}, capture_output=True,
+                          text=True, check=True)
+    return proc.stdout.split()
+
+
+def test_demo_scripts_generate_a_cohort_the_converter_accepts():
+    """make demo (the T2w target) and make demo-full (all three) call the demo converter with arguments it
+    accepts: the source and the three targets in their roles, whatever DEMO_TARGETS the demo then uses."""
+    from mapseg_nnunet.dataset_conversion.demo_brain import DEFAULT_IDS, parse_arguments
+    for targets in ({}, {"DEMO_TARGETS": "952 953 954"}):
+        args = parse_arguments(_script_arguments("demo.sh", "mapseg_nnunet.dataset_conversion.demo_brain",
+                                                 targets) + ["-o", "unused"])
+        assert tuple(args.d) == DEFAULT_IDS
