@@ -80,12 +80,10 @@ def uda_step_ratios(runner, repeats: int, plans: str = PLANS) -> List[dict]:
          "detail": f"source + target batch {load * 1e3:.0f} ms vs step {step * 1e3:.0f} ms"}]
 
 
-def glc_inference_ratio(runner, repeats: int, model: str) -> dict:
-    """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case (``model``: a trained
-    model folder with fold 0)."""
+def _predictor_and_case(model: str, runner):
+    """An ``nnUNetPredictor`` of ``model`` (a trained model folder with fold 0) at the benchmarks' inference
+    settings, and the first T2w test case preprocessed by it."""
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-    from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
-    from mapseg_nnunet.architectures.unwrap import unwrap_network
     predictor = nnUNetPredictor(tile_step_size=0.833, use_gaussian=True, use_mirroring=False,
                                 device=torch.device("cpu"), verbose=False, allow_tqdm=False)
     predictor.initialize_from_trained_model_folder(model, (0,))
@@ -94,19 +92,38 @@ def glc_inference_ratio(runner, repeats: int, model: str) -> dict:
     data, _, _ = predictor.configuration_manager.preprocessor_class(verbose=False).run_case(
         [os.path.join(images, first)], None, predictor.plans_manager, predictor.configuration_manager,
         predictor.dataset_json)
-    image = torch.from_numpy(data)
-    network = unwrap_network(predictor.network)
+    return predictor, torch.from_numpy(data)
 
-    def predict(glc: bool):
+
+def glc_inference_ratios(runner, repeats: int, model: str) -> List[dict]:
+    """GLC sliding window vs nnU-Net's own sliding window, same network, same tiles, same case; and the GLC windows
+    in batches (``WINDOWS_PER_BATCH``, what ``nnUNetv2_predict`` uses) vs one at a time."""
+    from mapseg_nnunet.architectures.unwrap import unwrap_network
+    from mapseg_nnunet.inference import glc as glc_inference
+    from mapseg_nnunet.inference.predictor_hook import GLC_ATTRIBUTE
+    predictor, image = _predictor_and_case(model, runner)
+    network = unwrap_network(predictor.network)
+    batched = glc_inference.WINDOWS_PER_BATCH
+
+    def predict(glc: bool, windows_per_batch: int = batched):
         def run():
             setattr(network, GLC_ATTRIBUTE, glc)
-            predictor.predict_sliding_window_return_logits(image)
+            glc_inference.WINDOWS_PER_BATCH = windows_per_batch
+            try:
+                predictor.predict_sliding_window_return_logits(image)
+            finally:
+                glc_inference.WINDOWS_PER_BATCH = batched
         return run
     ratio, glc, stock = interleaved_ratio(predict(True), predict(False), repeats)
+    batch_ratio, in_batches, single = interleaved_ratio(predict(True), predict(True, 1), repeats)
     setattr(network, GLC_ATTRIBUTE, True)
-    return {"name": "GLC inference / nnU-Net's sliding window (same network and tiles)", "ratio": ratio,
-            "detail": f"one {list(image.shape[1:])} case: GLC {glc:.2f} s, stock {stock:.2f} s (medians; ratio: "
-                      f"median of {repeats} interleaved pairs)"}
+    case = list(image.shape[1:])
+    return [{"name": "GLC inference / nnU-Net's sliding window (same network and tiles)", "ratio": ratio,
+             "detail": f"one {case} case: GLC {glc:.2f} s ({batched} windows per batch), stock {stock:.2f} s (one "
+                       f"window at a time; medians; ratio: median of {repeats} interleaved pairs)"},
+            {"name": f"GLC inference, {batched} windows per batch / one window at a time", "ratio": batch_ratio,
+             "detail": f"one {case} case: {in_batches:.2f} s vs {single:.2f} s (medians; ratio: median of {repeats} "
+                       f"interleaved pairs)"}]
 
 
 def interleaved_ratio(a, b, repeats: int):
@@ -195,8 +212,8 @@ def iteration_times_from_logs(runner) -> List[dict]:
 def measure_all(runner, repeats: int) -> Dict[str, list]:
     plans = runner.budget.plans
     rows = uda_step_ratios(runner, repeats, plans)
-    rows.append(glc_inference_ratio(runner, max(1, repeats // 2), runner.model_folder(
-        SOURCE, "nnUNetTrainerMAPSegUDA", runner.bench_plans("uda_cr", runner.budget.seeds[0]))))
+    rows += glc_inference_ratios(runner, max(1, repeats // 2), runner.model_folder(
+        SOURCE, "nnUNetTrainerMAPSegUDA", runner.bench_plans("uda_cr", runner.budget.seeds[0])))
     rows.append(registration_memory(runner, plans))
     rows += iteration_times_from_logs(runner)
     return {"rows": rows}

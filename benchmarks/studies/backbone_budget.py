@@ -40,7 +40,7 @@ from mapseg_nnunet.data.atomic import save_json_atomic
 from ..cohort import PLANS, SHIFTS, SOURCE, TARGETS
 from ..evaluation import dice_accuracy_cells, source_and_target_scores
 from ..runner import FULL, Runner
-from ..speed import epoch_times, glc_inference_ratio, uda_step_ratios
+from ..speed import epoch_times, glc_inference_ratios, uda_step_ratios
 from ..study import add_seed, add_work_and_out, command_line
 
 RESENC = "MAPSegResEncPlansCPU"
@@ -154,8 +154,8 @@ def main(argv=None) -> None:
     if args.speed_repeats:
         for base, n in results.items():
             runner.say(f"{base}: speed ratios ({args.speed_repeats} timed repeats each)")
-            n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + [
-                glc_inference_ratio(runner, args.speed_repeats, n["model"])]
+            n["speed"] = uda_step_ratios(runner, args.speed_repeats, n["plans"])[:1] + \
+                glc_inference_ratios(runner, args.speed_repeats, n["model"])[:1]
             n["speed_measured_by"] = f"--speed_repeats {args.speed_repeats}"
     command = command_line("backbone_budget", argv).strip()
     result = {"command": command, "iterations": args.epochs * args.iterations, "seed": args.seed, "networks": results}

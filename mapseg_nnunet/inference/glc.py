@@ -35,6 +35,12 @@ from tqdm import tqdm
 from mapseg_nnunet.data.foreground_box import (OUTSIDE_BOX_IS_BACKGROUND, box_in_global_view, case_foreground_box,
                                                logits_outside_box_to_background_)
 
+# windows predicted together by nnUNetv2_predict's GLC sliding window (they share the case's global map; the logits
+# equal one-window-at-a-time prediction to float precision). CPU convolutions of one small window leave most of
+# the cores' throughput unused (ratio in benchmarks/results/RESULTS.md, speed section); on a GPU four windows of the
+# paper's 96^3 patch stay far below the memory training needs.
+WINDOWS_PER_BATCH = 4
+
 
 def global_view(image: torch.Tensor, patch_size: Sequence[int], box: Optional[np.ndarray] = None
                 ) -> Tuple[torch.Tensor, np.ndarray]:
@@ -80,9 +86,9 @@ def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_start
                       patch_size: Sequence[int], num_classes: int, use_gaussian: bool = True,
                       mirror_axes: Optional[Sequence[int]] = None, device: torch.device = torch.device("cpu"),
                       results_device: Optional[torch.device] = None, progress: bool = False,
-                      foreground: Optional[np.ndarray] = None) -> torch.Tensor:
+                      foreground: Optional[np.ndarray] = None, windows_per_batch: int = 1) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``data`` (C, X, Y, Z), already padded to at least
-    the patch size, from the windows starting at ``window_starts`` with a
+    the patch size, from the windows starting at ``window_starts`` (``windows_per_batch`` at a time) with a
     GLC ``network`` (:class:`~mapseg_nnunet.architectures.glc.GLCNetwork`) (in eval mode, on ``device``);
     ``foreground`` the case's foreground box when the caller has computed it. Voxels no window covers are NaN
     (0 / 0), as in nnU-Net's sliding window."""
@@ -99,19 +105,26 @@ def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_start
                               device=results_device) if use_gaussian else torch.ones(patch_size, device=results_device)
     logits = torch.zeros((num_classes, *data.shape[1:]), dtype=torch.float32, device=results_device)
     weights = torch.zeros(data.shape[1:], dtype=torch.float32, device=results_device)
-    for start in tqdm(window_starts, disable=not progress, desc="GLC sliding window"):
-        window = tuple(slice(s, s + p) for s, p in zip(start, patch_size))
-        local = data[(slice(None),) + window][None].to(device)
-        box = torch.from_numpy(box_in_global_view(start, patch_size, foreground))[None].to(device)
+    batches = [window_starts[i:i + windows_per_batch] for i in range(0, len(window_starts), windows_per_batch)]
+    progress_bar = tqdm(total=len(window_starts), disable=not progress, desc="GLC sliding window")
+    for batch in batches:
+        windows = [tuple(slice(s, s + p) for s, p in zip(start, patch_size)) for start in batch]
+        local = torch.stack([data[(slice(None),) + window] for window in windows]).to(device)
+        box = torch.from_numpy(np.stack([box_in_global_view(start, patch_size, foreground) for start in batch])
+                               ).to(device)
         prediction = 0
         for axes in combinations:
             dims = [a + 2 for a in axes]
-            fused = network.fuse_and_decode(network.encode(torch.flip(local, dims)), global_maps[axes],
+            global_map = global_maps[axes].expand(len(batch), *global_maps[axes].shape[1:])
+            fused = network.fuse_and_decode(network.encode(torch.flip(local, dims)), global_map,
                                             flip_box(box, axes, patch_size))[0]
             prediction = prediction + torch.flip(fused, dims)
-        prediction = (prediction / len(combinations))[0].float().to(results_device)
-        logits[(slice(None),) + window] += prediction * weight
-        weights[window] += weight
+        prediction = (prediction / len(combinations)).float().to(results_device)
+        for window, window_prediction in zip(windows, prediction):
+            logits[(slice(None),) + window] += window_prediction * weight
+            weights[window] += weight
+        progress_bar.update(len(batch))
+    progress_bar.close()
     logits /= weights
     return logits
 
@@ -122,7 +135,8 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
                               mirror_axes: Optional[Sequence[int]] = None,
                               device: torch.device = torch.device("cpu"),
                               results_device: Optional[torch.device] = None, progress: bool = False,
-                              outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND) -> torch.Tensor:
+                              outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND,
+                              windows_per_batch: int = 1) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z): padding and window
     steps as nnU-Net's sliding window (the predictor hook gets both from nnU-Net itself), and the rule for voxels
     outside the foreground box (step 5)."""
@@ -133,7 +147,7 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
     if outside_box_is_background:
         starts = window_starts_in_box(data.shape[1:], patch_size, foreground, tile_step_size)
     logits = glc_window_logits(network, data, starts, patch_size, num_classes, use_gaussian, mirror_axes, device,
-                               results_device, progress, foreground)
+                               results_device, progress, foreground, windows_per_batch)
     if outside_box_is_background:
         logits_outside_box_to_background_(logits[None], torch.as_tensor(foreground)[None])
     return logits[(slice(None),) + tuple(revert[1:])]

@@ -116,11 +116,11 @@ def predict_glc(predictor, data: torch.Tensor, slicers, do_on_device: bool, fore
     """GLC logits of the padded, normalised case ``data`` over nnU-Net's window ``slicers``, with the settings of
     an ``nnUNetPredictor``; accumulated on its device when ``do_on_device``, else on the CPU; ``foreground`` the
     case's foreground box when already computed."""
-    from mapseg_nnunet.inference.glc import glc_window_logits
+    from mapseg_nnunet.inference import glc
     starts = [window_start(slicer) for slicer in slicers]
-    return glc_window_logits(
+    return glc.glc_window_logits(
         unwrap_network(predictor.network), data, starts, predictor.configuration_manager.patch_size,
         predictor.label_manager.num_segmentation_heads, predictor.use_gaussian,
         predictor.allowed_mirroring_axes if predictor.use_mirroring else None, predictor.device,
         predictor.device if do_on_device else torch.device("cpu"), progress=predictor.allow_tqdm,
-        foreground=foreground)
+        foreground=foreground, windows_per_batch=glc.WINDOWS_PER_BATCH)
