@@ -106,3 +106,16 @@ def test_target_sites_refuse_alignment_without_labeled_source():
     site = SimpleNamespace(pseudo_labeling=PseudoLabelSettings(alignment="source_shares"))
     with pytest.raises(ValueError, match="needs the labeled source"):
         nnUNetTrainerMAPSegUDA.target_site_dataloaders(site)
+
+
+def test_a_class_far_below_its_source_share_is_named_in_a_warning():
+    """The T2w demo's case: CSF at 2.4 % of the pseudo-labels against 16 % of the source labels."""
+    from mapseg_nnunet.method.class_shares import VANISHING_FACTOR, vanishing_classes_warning
+    names = {1: "CSF", 2: "GM", 3: "WM"}
+    warning = vanishing_classes_warning([0.024, 0.615, 0.361], [0.163, 0.538, 0.299], names)
+    assert "CSF (label 1) 2.4 %" in warning and "16.3 %" in warning and "GM" not in warning
+    assert vanishing_classes_warning([0.15, 0.55, 0.30], [0.163, 0.538, 0.299], names) is None
+    at_limit = 0.163 / VANISHING_FACTOR  # the threshold is strict: a share exactly at it is not reported
+    assert vanishing_classes_warning([at_limit, 0.6, 0.36], [0.163, 0.538, 0.299], names) is None
+    both = vanishing_classes_warning([0.01, 0.98, 0.01], [0.163, 0.538, 0.299], names)
+    assert "CSF (label 1)" in both and "WM (label 3)" in both

@@ -78,6 +78,8 @@ def test_plans_variant_drives_uda_training_with_shared_targets(source_with_targe
     assert "UDA targets" in log and "Dataset913_TargetC" in log  # targets registered with the shared data
     assert "Epoch 0" in log and "Epoch 1" not in log  # num_epochs = 1 instead of the smoke variant's 2
     assert "Adaptation: 2 of 4 iterations trained the target terms" in log and "never adapts" not in log
+    assert "Source labels' foreground class shares: " in log and "pseudo-labels are aligned to them" in log
+    assert "pseudo_label_shares [" in log  # the adapting epoch's shares, the ones the vanishing-class check reads
     assert ("Iteration 2: warm-up done, EMA teacher initialised from the student; target terms ramped up over 2 "
             "iterations; source terms on the masked view only") in log
     # class-share alignment: the source shares counted from the fold's training labels, the epoch's pseudo-labels

@@ -10,7 +10,8 @@ intensity transforms and contrast randomization, :mod:`mapseg_nnunet.data.intens
 student's views (``target_student_intensity``; the teacher always sees the clean views), confidence-weighted
 pseudo-labels (``pseudo_labeling.weighting = "confidence"``) and pseudo-labels aligned to the source's class shares
 (``pseudo_labeling.alignment = "source_shares"``, counted from the source training labels when the loaders are
-built)."""
+built). Every adapting epoch logs the pseudo-labels' foreground class shares and warns when one class falls far
+below its share of the source labels (:func:`~mapseg_nnunet.method.class_shares.vanishing_classes_warning`)."""
 import torch
 from nnunetv2.training.loss.dice import get_tp_fp_fn_tn
 
@@ -21,7 +22,7 @@ from mapseg_nnunet.data.global_local import GlobalLocalDataLoader, SourceTargetL
 from mapseg_nnunet.data.intensity_augmentation import IntensityAugmentation
 from mapseg_nnunet.data.sample_geometry import NO_AUGMENTATION, GlobalLocalAugmentation
 from mapseg_nnunet.data.target_registry import training_domains
-from mapseg_nnunet.method.class_shares import label_class_shares
+from mapseg_nnunet.method.class_shares import label_class_shares, vanishing_classes_warning
 from mapseg_nnunet.method.losses import MAPSegLossWeights, PseudoLabelSettings, source_loss, target_loss
 from mapseg_nnunet.method.masking import MaskingSettings
 from mapseg_nnunet.method.selection import mean_over_ranks, replaces_best, selection_score
@@ -62,7 +63,7 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.target_augmentation = GlobalLocalAugmentation(scale_range=(0.7, 1.3), rotation_degrees=30,
                                                            flip_probability=0)
         self.teacher = None
-        self.source_class_shares = None  # counted when pseudo_labeling.alignment needs them
+        self.source_class_shares = None  # counted from the source labels when there are targets
         self.iteration = 0
         self.teacher_steps = 0
         self.score_history, self.best_record, self.epochs_without_improvement = [], None, 0
@@ -89,11 +90,13 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                    f"mapseg_register_targets -s {source} -t ... -p {plans}).")
         patch, intensity = self.configuration_manager.patch_size, self.intensity_settings
         self.pseudo_labeling.check()
-        if self.pseudo_labeling.alignment == "source_shares" and targets:
+        if targets:  # the prior of the alignment and the reference of each epoch's pseudo-label shares
             self.source_class_shares = label_class_shares(source_tr[0][1], tr_keys,
                                                           self.label_manager.num_segmentation_heads)
-            self.print_to_log_file("Pseudo-labels aligned to the source's foreground class shares "
-                                   + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist()))
+            self.print_to_log_file("Source labels' foreground class shares: "
+                                   + ", ".join(f"{s:.3f}" for s in self.source_class_shares.tolist())
+                                   + ("; pseudo-labels are aligned to them"
+                                      if self.pseudo_labeling.alignment == "source_shares" else ""))
         in_box = self.oversample_foreground_percent
         train = SourceTargetLoader(
             GlobalLocalDataLoader(source_tr, self.batch_size, patch, intensity, self.source_augmentation,
@@ -233,6 +236,11 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
         self.score_history.append(record)
         self.print_to_log_file(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
                                          for k, v in record.items() if k != "epoch"))
+        if record["pseudo_label_shares"] and self.source_class_shares is not None:
+            warning = vanishing_classes_warning(record["pseudo_label_shares"], self.source_class_shares.tolist(),
+                                                {v: k for k, v in self.dataset_json["labels"].items()})
+            if warning:
+                self.print_to_log_file(warning)
 
     def selection_record(self) -> dict:
         """Label-free Score of this epoch (paper Sec. 3.7) and what it is made of."""

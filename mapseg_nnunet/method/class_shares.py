@@ -14,7 +14,7 @@ The source shares are counted once from the source training labels (:func:`label
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import numpy as np
 import torch
@@ -67,3 +67,23 @@ def label_shares(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
     """Foreground class shares ``(num_classes - 1,)`` of hard ``labels`` over the batch (zeros without foreground)."""
     counts = torch.bincount(labels.flatten(), minlength=num_classes)[1:num_classes].float()
     return counts / counts.sum().clamp_min(1)
+
+
+# a foreground class whose share of an epoch's pseudo-labels falls below its share of the source labels divided by
+# this is reported in the training log: the teacher hardly predicts it on the targets, and self-training can then
+# lose it altogether (benchmarks/results/FINDINGS.md, the T2w demo's CSF)
+VANISHING_FACTOR = 4.0
+
+
+def vanishing_classes_warning(pseudo_label_shares: Sequence[float], source_shares: Sequence[float],
+                              class_names: Dict[int, str], factor: float = VANISHING_FACTOR) -> Optional[str]:
+    """A warning naming each foreground class (label value ``c`` = position ``c - 1`` of both share lists) whose
+    share of the pseudo-labels is below ``source share / factor``; None when there is none."""
+    low = [(c + 1, p, s) for c, (p, s) in enumerate(zip(pseudo_label_shares, source_shares)) if p < s / factor]
+    if not low:
+        return None
+    listed = "; ".join(f"{class_names.get(label, label)} (label {label}) {100 * p:.1f} % of the foreground "
+                       f"pseudo-labels against {100 * s:.1f} % of the source labels" for label, p, s in low)
+    return (f"WARNING: the teacher hardly predicts {listed}. Self-training can lose such a class altogether; "
+            f"pseudo_labeling.alignment = \"source_shares\" lifts it towards the source's share, where the anatomy's "
+            f"proportions carry over to the target.")
