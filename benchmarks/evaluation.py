@@ -119,7 +119,7 @@ def validation_folders(runner, dataset: int, base: str) -> tuple:
 
 
 # methods evaluated on every target's test labels, and those evaluated on their own target only ('<method>/<target>')
-TARGET_METHODS = ("floor", "source_only", "source_only_cr", "source_only_cr_matched", "uda_cr")
+TARGET_METHODS = ("floor", "floor_da5", "source_only", "source_only_cr", "source_only_cr_matched", "uda_cr")
 PER_TARGET_METHODS = ("oracle", "tta_cr")
 # models also scored on the source's validation cases (Table 3: what adaptation costs the source)
 SOURCE_METHODS = ("source_only", "source_only_cr", "uda_cr")

@@ -21,6 +21,8 @@ from .study import RESULTS
 MIN_GAP = 5.0  # Dice points: below, "fraction of the gap" is noise over a tiny denominator
 # (key in the results, summary key with {b} = the backbone, title); the floor and the oracle keep their names
 METHODS = [("floor", "floor", "source-only stock nnU-Net (nnUNetTrainer, nnUNetPlansCPU): floor"),
+           ("floor_da5", "floor_da5", "source-only stock nnU-Net with its stronger augmentation (nnUNetTrainerDA5, "
+                                      "nnUNetPlansCPU)"),
            ("source_only", "source_only_{b}", "source-only MAPSeg, no contrast randomization"),
            ("source_only_cr", "source_only_{b}_cr", "source-only MAPSeg, contrast-randomized (the UDA teacher)"),
            ("source_only_cr_matched", "source_only_{b}_cr_matched",

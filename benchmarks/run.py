@@ -18,6 +18,8 @@ held-out test labels:
 
 * ``floor``: stock ``nnUNetTrainer`` on stock nnU-Net plans at the CPU preset's patch and batch (``nnUNetPlannerCPU``),
   source labels only, the source-side budget; first seed;
+* ``floor_da5``: the same with nnU-Net's stronger augmentation (``nnUNetTrainerDA5``), the stock row a user tries
+  first under a domain shift; first seed;
 * ``source_only``: MAPSeg's source terms only (``nnUNetTrainerMAPSegUDA_noMPL``) from the MAE encoder; first seed;
 * ``source_only_cr``: the same with contrast randomization of the source views (the UDA teacher); every seed;
 * ``source_only_cr_matched``: ``source_only_cr`` continued for ``adapt_epochs`` without target terms, the

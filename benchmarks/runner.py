@@ -288,7 +288,7 @@ class Runner:
 
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
         """Train one seed's models; returns {method: model folder} (test-time UDA and oracles: {'tta_cr/<target>':
-        folder}, {'oracle/<target>': folder}). Floor, oracle, the plain source-only model and test-time UDA on the
+        folder}, {"oracle/<target>": folder}). Floor (stock and DA5), oracle, the plain source-only model and test-time UDA on the
         reference seeds; the contrast-randomized source-only model, its iteration-matched continuation and UDA
         continuing it on every seed."""
         b = self.budget
@@ -296,6 +296,7 @@ class Runner:
         if b.is_reference(seed):
             stock = self.variant(SOURCE, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
             models["floor"] = self.train(f"s{seed}_floor", SOURCE, "nnUNetTrainer_settingsFromPlans", stock)
+            models["floor_da5"] = self.train(f"s{seed}_floor_da5", SOURCE, "nnUNetTrainerDA5_settingsFromPlans", stock)
             for target, oracle in zip(TARGETS, ORACLES):
                 oplans = self.variant(oracle, STOCK_PLANS, f"{STOCK_PLANS}_bench_s{seed}", self.stock_settings(seed))
                 models[f"oracle/{target}"] = self.train(f"s{seed}_oracle_{target}", oracle,
