@@ -288,9 +288,9 @@ class Runner:
 
     def seed_runs(self, seed: int, mae: str) -> Dict[str, str]:
         """Train one seed's models; returns {method: model folder} (test-time UDA and oracles: {'tta_cr/<target>':
-        folder}, {"oracle/<target>": folder}). Floor (stock and DA5), oracle, the plain source-only model and test-time UDA on the
-        reference seeds; the contrast-randomized source-only model, its iteration-matched continuation and UDA
-        continuing it on every seed."""
+        folder}, {'oracle/<target>': folder}). Floor (stock and DA5), oracle, the plain source-only model and
+        test-time UDA on the reference seeds; the contrast-randomized source-only model, its iteration-matched
+        continuation and UDA continuing it on every seed."""
         b = self.budget
         models = {}
         if b.is_reference(seed):
