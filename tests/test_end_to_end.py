@@ -73,7 +73,9 @@ raw[0, 4:-4, 3:-3, 2:-2] = rng.uniform(20, 300, (36, 34, 32))
 hooked = p.predict_sliding_window_return_logits(torch.from_numpy(raw))
 net = p.network.eval()
 normalised = torch.from_numpy(normalize_case(raw, net.mapseg_intensity))
-library = glc_sliding_window_logits(net, normalised, (32, 32, 32), 3, 0.5, True, (0, 1, 2))
+from mapseg_nnunet.inference.glc import WINDOWS_PER_BATCH  # the hook's batching: the same computation
+library = glc_sliding_window_logits(net, normalised, (32, 32, 32), 3, 0.5, True, (0, 1, 2),
+                                    windows_per_batch=WINDOWS_PER_BATCH)
 assert hooked.shape == (3, 44, 40, 36)
 assert torch.equal(hooked, library), (hooked - library).abs().max()
 # an ensemble of two folds normalises the case once and averages the folds' GLC logits
