@@ -117,7 +117,8 @@ def test_windows_in_batches_equal_windows_one_at_a_time(net):
     """Windows predicted several at a time (one global map shared by the batch) give the one-at-a-time logits,
     mirroring and the Gaussian included, to float32 precision."""
     case = make_case((40, 24, 20), seed=2)
-    single = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, mirror_axes=(0, 2))
+    single = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, mirror_axes=(0, 2),
+                                       windows_per_batch=1)
     for batch in (2, 5):
         batched = glc_sliding_window_logits(net, case, PATCH, 3, tile_step_size=0.5, mirror_axes=(0, 2),
                                             windows_per_batch=batch)

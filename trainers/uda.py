@@ -238,7 +238,8 @@ class nnUNetTrainerMAPSegUDA(nnUNetTrainerMAPSegBase):
                                          for k, v in record.items() if k != "epoch"))
         if record["pseudo_label_shares"] and self.source_class_shares is not None:
             warning = vanishing_classes_warning(record["pseudo_label_shares"], self.source_class_shares.tolist(),
-                                                {v: k for k, v in self.dataset_json["labels"].items()})
+                                                {v: k for k, v in self.dataset_json["labels"].items()
+                                                 if isinstance(v, int)})  # regions keep their numbers
             if warning:
                 self.print_to_log_file(warning)
 

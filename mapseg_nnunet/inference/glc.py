@@ -86,7 +86,8 @@ def glc_window_logits(network: torch.nn.Module, data: torch.Tensor, window_start
                       patch_size: Sequence[int], num_classes: int, use_gaussian: bool = True,
                       mirror_axes: Optional[Sequence[int]] = None, device: torch.device = torch.device("cpu"),
                       results_device: Optional[torch.device] = None, progress: bool = False,
-                      foreground: Optional[np.ndarray] = None, windows_per_batch: int = 1) -> torch.Tensor:
+                      foreground: Optional[np.ndarray] = None,
+                      windows_per_batch: int = WINDOWS_PER_BATCH) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``data`` (C, X, Y, Z), already padded to at least
     the patch size, from the windows starting at ``window_starts`` (``windows_per_batch`` at a time) with a
     GLC ``network`` (:class:`~mapseg_nnunet.architectures.glc.GLCNetwork`) (in eval mode, on ``device``);
@@ -136,7 +137,7 @@ def glc_sliding_window_logits(network: torch.nn.Module, image: torch.Tensor, pat
                               device: torch.device = torch.device("cpu"),
                               results_device: Optional[torch.device] = None, progress: bool = False,
                               outside_box_is_background: bool = OUTSIDE_BOX_IS_BACKGROUND,
-                              windows_per_batch: int = 1) -> torch.Tensor:
+                              windows_per_batch: int = WINDOWS_PER_BATCH) -> torch.Tensor:
     """GLC logits (num_classes, X, Y, Z) of the normalised case ``image`` (C, X, Y, Z): padding and window
     steps as nnU-Net's sliding window (the predictor hook gets both from nnU-Net itself), and the rule for voxels
     outside the foreground box (step 5)."""
