@@ -153,7 +153,7 @@ def test_glc_prediction_keeps_its_windows_in_the_box_and_is_background_outside(c
     net = MAPSegNet(1, 3, **PRESETS["cpu"].arch_kwargs()).eval()
     normalised = torch.from_numpy(normalize_case(image[None], intensity_settings_for_channels(["MRI"])))
     calls, fuse = [], net.fuse_and_decode
-    net.fuse_and_decode = lambda *args: (calls.append(1), fuse(*args))[1]  # one call per window
+    net.fuse_and_decode = lambda *args: (calls.extend([1] * args[0].shape[0]), fuse(*args))[1]  # one row per window
     ruled = glc_sliding_window_logits(net, normalised, PATCH, 3, 0.5, True)
     assert len(calls) == len(starts)
     assert (ruled.argmax(0).numpy()[~inside] == 0).all() and not torch.isnan(ruled).any()
