@@ -19,7 +19,8 @@ encoder of ``python -m benchmarks.run`` is reused, or trained here):
 
 Writes ``long_run.md``, ``.json`` and ``.png`` to ``--out`` (default: benchmarks/results/long_run/). Trainings and
 predictions are cached in the work folder, so an interrupted run continues where it stopped. On 2 CPU cores the
-defaults take about three hours (most of it predicting 48 test cases per checkpoint: ``--every 200`` halves that).
+defaults took 97 min with the seed's MAE reused: teacher 16, UDA 36 (about 6 of them contended), control 17, predicting
+1,320 cases 28.
 """
 from __future__ import annotations
 
