@@ -216,3 +216,17 @@ def test_contrast_randomization_curve_table_lists_each_checkpoint_in_order(tmp_p
     first_target = TARGETS[0]
     assert f"{20 + first_target:.1f} ({19 + first_target:.0f} / {20 + first_target:.0f} / {21 + first_target:.0f})" \
         in rows[0]
+
+
+def test_contrast_randomization_keeps_configurations_measured_earlier_at_the_same_budget_only(tmp_path):
+    from benchmarks.studies.contrast_randomization import earlier_configurations
+
+    path = tmp_path / "contrast_randomization_curve.json"
+    assert earlier_configurations(str(path), 1000, 0, "P") == {}  # no file yet
+    json.dump({"command": "first run", "plans": "P", "iterations": 1000, "seed": 0,
+               "configurations": {"a": {"scores": {}}, "b": {"command": "second run", "scores": {}}}},
+              open(path, "w"))
+    kept = earlier_configurations(str(path), 1000, 0, "P")
+    assert {name: c["command"] for name, c in kept.items()} == {"a": "first run", "b": "second run"}
+    for other in ((2000, 0, "P"), (1000, 1, "P"), (1000, 0, "Q")):  # another budget, seed or plans
+        assert earlier_configurations(str(path), *other) == {}
