@@ -70,8 +70,7 @@ def earlier_configurations(path: str, iterations: int, seed: int, plans: str) ->
         earlier = json.load(f)
     if (earlier.get("iterations"), earlier.get("seed"), earlier.get("plans")) != (iterations, seed, plans):
         return {}
-    return {name: {"command": earlier.get("command", ""), **c} if "command" not in c else c
-            for name, c in earlier.get("configurations", {}).items()}
+    return {name: {"command": earlier.get("command", ""), **c} for name, c in earlier.get("configurations", {}).items()}
 
 
 def main(argv=None) -> None:
